@@ -1,0 +1,97 @@
+//! The engine child: `metta-learner-backend engine`. It embeds Python through pyo3, loads
+//! `driver.py` (which imports hyperon), then answers one JSON request per stdin line with one
+//! JSON response per line on fd 3. fds 1 and 2 stay free for hyperon's and learners' output,
+//! which the supervisor captures. It never opens the database and exits at stdin's end.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::os::fd::FromRawFd;
+use std::process::ExitCode;
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+/// The descriptor the supervisor reads responses from.
+pub const RESPONSE_FD: i32 = 3;
+
+const DRIVER_SOURCE: &str = include_str!("driver.py");
+
+/// Arguments of the `engine` subcommand (set by the supervisor, not by people).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Live sessions kept before the least recently used is evicted.
+    #[arg(long, default_value_t = 64)]
+    pub max_live_sessions: usize,
+    /// `sys.path` of the project's Python environment, as a JSON list of folders.
+    #[arg(long, default_value = "[]")]
+    pub sys_path: String,
+}
+
+/// Runs the engine child until stdin ends.
+pub fn run_engine(args: EngineArgs) -> ExitCode {
+    // SAFETY: the supervisor opens fd 3 for this process; nothing else in it owns fd 3.
+    let mut responses = unsafe { File::from_raw_fd(RESPONSE_FD) };
+    let driver = match load_driver(&args) {
+        Ok((driver, version)) => {
+            let ready = serde_json::json!({"outcome": "ready", "hyperon": version});
+            if writeln!(responses, "{ready}").is_err() {
+                return ExitCode::FAILURE;
+            }
+            driver
+        }
+        Err(message) => {
+            let refusal = serde_json::json!({"outcome": "unavailable", "error": message});
+            let _ = writeln!(responses, "{refusal}");
+            return ExitCode::from(3);
+        }
+    };
+    let _ = responses.flush();
+
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let response = Python::attach(|py| {
+            driver
+                .bind(py)
+                .call_method1("handle", (line.as_str(),))
+                .and_then(|value| value.extract::<String>())
+                .unwrap_or_else(|err| engine_error(&line, &err.to_string()))
+        });
+        if writeln!(responses, "{response}").is_err() || responses.flush().is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Puts the project environment on `sys.path`, imports the driver (and so hyperon).
+fn load_driver(args: &EngineArgs) -> Result<(Py<PyModule>, String), String> {
+    let folders: Vec<String> = serde_json::from_str(&args.sys_path)
+        .map_err(|err| format!("--sys-path is not a JSON list of folders: {err}"))?;
+    let source = CString::new(DRIVER_SOURCE).map_err(|err| err.to_string())?;
+    Python::attach(|py| {
+        let sys = py.import("sys")?;
+        if !folders.is_empty() {
+            sys.setattr("path", PyList::new(py, &folders)?)?;
+        }
+        let driver = PyModule::from_code(py, source.as_c_str(), c"driver.py", c"mlb_driver")?;
+        let cwd = std::env::current_dir()
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_else(|_| ".".into());
+        let version: String = driver
+            .call_method1("configure", (args.max_live_sessions, cwd))?
+            .extract()?;
+        Ok((driver.unbind(), version))
+    })
+    .map_err(|err: PyErr| format!("cannot import hyperon in the engine: {err}"))
+}
+
+fn engine_error(request_line: &str, message: &str) -> String {
+    let id = serde_json::from_str::<serde_json::Value>(request_line)
+        .ok()
+        .and_then(|value| value.get("id").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::json!({"id": id, "outcome": "failed", "error": format!("engine error: {message}")})
+        .to_string()
+}

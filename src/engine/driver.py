@@ -1,0 +1,162 @@
+"""The engine child's MeTTa driver, run by the embedded interpreter of `metta-learner-backend engine`.
+
+It owns the live atomspaces (one hyperon `MeTTa()` per session, least recently used evicted) and
+runs code step by step against a deadline. It never touches the database and never decides
+policy: the supervisor sends the session's generation and, when the engine lacks it, its history.
+
+`handle(request_json) -> response_json` is the only entry point the Rust side calls.
+"""
+
+import collections
+import json
+import os
+import sys
+import time
+
+import hyperon
+from hyperon import Environment, MeTTa, RunnerState
+
+_sessions = collections.OrderedDict()  # session id -> (generation, MeTTa)
+_max_live_sessions = 64
+_work_dir = os.getcwd()
+_RESPONSE_FD = 3
+
+
+def configure(max_live_sessions, work_dir):
+    global _max_live_sessions, _work_dir
+    _max_live_sessions = max(1, int(max_live_sessions))
+    _work_dir = work_dir
+    return hyperon.__version__ if hasattr(hyperon, "__version__") else "unknown"
+
+
+def _fresh_metta():
+    # The same environment as hyperon's own `metta-py` command, so results match it.
+    return MeTTa(env_builder=Environment.custom_env(working_dir=_work_dir, config_dir=""))
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def _mark(marker):
+    _flush()
+    for fd in (1, 2):
+        try:
+            os.write(fd, marker)
+        except OSError:
+            pass
+
+
+class _Deadline(Exception):
+    pass
+
+
+def _run_stepwise(metta, program, deadline):
+    """Runs `program`; returns (results, error, timed_out). Results are lists of atoms."""
+    state = RunnerState(metta, program)
+    try:
+        while not state.is_complete():
+            if time.monotonic() >= deadline:
+                return state.current_results(), None, True
+            state.run_step()
+    except RuntimeError as err:
+        return state.current_results(), str(err), False
+    return state.current_results(), None, False
+
+
+def _replay(metta, cells, deadline):
+    for index, cell in enumerate(cells):
+        _, error, timed_out = _run_stepwise(metta, cell, deadline)
+        if timed_out:
+            return "replaying the history took longer than the replay limit (at cell %d)" % (index + 1)
+        if error is not None:
+            return "history cell %d no longer runs: %s" % (index + 1, error)
+    return None
+
+
+def _progress(req, phase):
+    """Tells the supervisor a new phase began, so it can move its hard deadline."""
+    line = json.dumps({"id": req.get("id"), "outcome": "progress", "phase": phase}) + "\n"
+    os.write(_RESPONSE_FD, line.encode())
+
+
+def _remember(session, generation, metta):
+    _sessions[session] = (generation, metta)
+    _sessions.move_to_end(session)
+    while len(_sessions) > _max_live_sessions:
+        _sessions.popitem(last=False)
+
+
+def _run(req):
+    session = req["session"]
+    history = req.get("history")
+    now = time.monotonic()
+    replay_deadline = now + req["replayTimeoutMs"] / 1000.0
+    if history is None:
+        live = _sessions.get(session)
+        if live is None or live[0] != req["generation"]:
+            return {"outcome": "needHistory"}
+        metta = live[1]
+        _sessions.move_to_end(session)
+    else:
+        _sessions.pop(session, None)
+        metta = _fresh_metta()
+        error = _replay(metta, history, replay_deadline)
+        if error is not None:
+            return {"outcome": "replayFailed", "error": error}
+
+    start, end = req["markerStart"].encode(), req["markerEnd"].encode()
+    if history is not None:
+        _progress(req, "code")
+    deadline = time.monotonic() + req["timeoutMs"] / 1000.0
+    _mark(start)
+    try:
+        results, error, timed_out = _run_stepwise(metta, req["code"], deadline)
+    finally:
+        _mark(end)
+    response = {
+        "results": [[str(atom) for atom in result] for result in results],
+        # Exactly what `metta-py` prints for each `!` expression.
+        "lines": [str(result) for result in results],
+    }
+    if timed_out:
+        _sessions.pop(session, None)
+        response["outcome"] = "timedOut"
+        return response
+    if error is not None:
+        # A partial run may have changed the space: forget it, so the next job replays history.
+        _sessions.pop(session, None)
+        response["outcome"] = "failed"
+        response["error"] = error
+        return response
+
+    after = req.get("after") or []
+    if after:
+        _progress(req, "after")
+        error = _replay(metta, after, time.monotonic() + req["replayTimeoutMs"] / 1000.0)
+        if error is not None:
+            _sessions.pop(session, None)
+            return {"outcome": "replayFailed", "error": error}
+    _remember(session, req["successGeneration"], metta)
+    response["outcome"] = "succeeded"
+    return response
+
+
+def handle(request_json):
+    req = json.loads(request_json)
+    op = req.get("op")
+    if op == "run":
+        response = _run(req)
+    elif op == "drop":
+        _sessions.pop(req["session"], None)
+        response = {"outcome": "dropped"}
+    elif op == "ping":
+        response = {"outcome": "pong", "liveSessions": len(_sessions)}
+    else:
+        response = {"outcome": "failed", "error": "unknown engine op %r" % (op,)}
+    response["id"] = req.get("id")
+    return json.dumps(response)

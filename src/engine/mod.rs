@@ -1,0 +1,23 @@
+//! Executing MeTTa: a disposable engine child process that embeds Python (pyo3) and drives
+//! `hyperon`, and the supervisor in the server that spawns it, talks to it, enforces deadlines
+//! and respawns it when it dies.
+//!
+//! ```text
+//!  worker ──run_metta()──▶ EngineSupervisor ──stdin: one JSON request per line──▶ engine child
+//!                              ▲   ▲   ▲                                           (`engine`
+//!                              │   │   └──── fd 3: one JSON response per line ◀─── subcommand,
+//!                              │   └──────── fd 2: trace! / stderr, capped   ◀──── pyo3 + hyperon,
+//!                              └──────────── fd 1: println! / stdout, capped ◀──── driver.py)
+//! ```
+//!
+//! Output is captured at the descriptor level because hyperon's `println!` and `trace!` write
+//! to fds 1 and 2 from Rust, not through Python's `sys.stdout`. The child writes a per-job
+//! start and end marker on both descriptors around the job's own code, so output of a history
+//! replay is not mixed into the job's output. The child never touches the database: the
+//! supervisor sends it a session's history when it lacks the session's current generation.
+
+pub mod child;
+pub mod protocol;
+pub mod supervisor;
+
+pub use supervisor::{EngineSettings, EngineSupervisor, MettaRequest, MettaRunOutcome};

@@ -1,0 +1,68 @@
+//! The wire types between the supervisor and the engine child: one JSON object per line.
+//! The child's side of these shapes is `driver.py`; keep the two in step.
+
+use serde::{Deserialize, Serialize};
+
+/// A request to the engine child.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRequest<'a> {
+    pub op: &'static str,
+    /// Echoed in the response, so a late answer can never be mistaken for another job's.
+    pub id: String,
+    pub session: &'a str,
+    /// The session generation the live atomspace must have to be used as it is.
+    pub generation: i64,
+    /// When present: build the session afresh by running these cells first.
+    pub history: Option<&'a [String]>,
+    pub code: &'a str,
+    /// Cells to run after `code` (re-running an edited cell in the middle of the history).
+    pub after: &'a [String],
+    pub timeout_ms: u64,
+    pub replay_timeout_ms: u64,
+    /// The generation the session has once this run succeeds and is recorded.
+    pub success_generation: i64,
+    pub marker_start: &'a str,
+    pub marker_end: &'a str,
+}
+
+/// What the engine child answers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineResponse {
+    pub id: Option<String>,
+    pub outcome: ResponseOutcome,
+    #[serde(default)]
+    pub results: Vec<Vec<String>>,
+    /// `metta-py`'s printed line for each `!` expression.
+    #[serde(default)]
+    pub lines: Vec<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The phase that began, in a `progress` line: `code` (the replay is done) or `after`.
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// hyperon's version, in the `ready` greeting.
+    #[serde(default)]
+    pub hyperon: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ResponseOutcome {
+    /// First line from a child that imported hyperon.
+    Ready,
+    /// First line from a child that could not import hyperon; `error` says why.
+    Unavailable,
+    Succeeded,
+    Failed,
+    TimedOut,
+    /// The live session is missing or stale: send its history.
+    NeedHistory,
+    /// The history could not be replayed (it took too long or no longer runs).
+    ReplayFailed,
+    /// Not an answer: the run moved to another phase (see `phase`).
+    Progress,
+    Dropped,
+    Pong,
+}

@@ -1,0 +1,231 @@
+//! `/api/v1/jobs` and `/api/v1/queue`: submit, read (optionally long-waiting), cancel, and the
+//! queue's counts.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::wire::{JobView, QueueView};
+use super::{ApiError, AppState, JsonBody};
+use crate::config::Config;
+use crate::domain::{validate_idempotency_key, CodeId, JobId, JobKind, Language, SessionId};
+use crate::queue::Submission;
+use crate::store::{CancelOutcome, JobRecord, NewJob};
+
+/// Longest `?wait=` a client may ask for, in seconds.
+pub const MAX_WAIT_SECS: f64 = 60.0;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/jobs", post(submit_job))
+        .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/api/v1/queue", get(queue_counts))
+}
+
+/// The body of `POST /api/v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitJobBody {
+    pub language: String,
+    pub code: String,
+    pub session_id: Option<String>,
+    pub code_id: Option<String>,
+    pub stdin: Option<String>,
+    /// A shorter deadline than `RUN_TIMEOUT_SECS`, in seconds.
+    pub timeout_secs: Option<f64>,
+}
+
+/// A run request from either API, before validation.
+#[derive(Debug)]
+pub struct RunSubmission {
+    pub language: Language,
+    pub code: String,
+    pub session_id: Option<SessionId>,
+    pub code_id: Option<CodeId>,
+    pub stdin: Option<String>,
+    pub timeout_secs: Option<f64>,
+    pub idempotency_key: Option<String>,
+}
+
+impl RunSubmission {
+    /// Checks the request against the configured limits and builds the job to store.
+    pub fn into_job(self, config: &Config) -> Result<NewJob, ApiError> {
+        let code = self.code;
+        if code.trim().is_empty() {
+            return Err(ApiError::BadRequest("code must not be empty".into()));
+        }
+        if code.len() > config.max_code_bytes {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "code is {} bytes; the limit (MAX_CODE_BYTES) is {}",
+                code.len(),
+                config.max_code_bytes
+            )));
+        }
+        if code.contains('\0') {
+            return Err(ApiError::BadRequest("code must not contain NUL characters".into()));
+        }
+        if let Some(stdin) = &self.stdin {
+            if stdin.len() > config.max_code_bytes {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "stdin is {} bytes; the limit (MAX_CODE_BYTES) is {}",
+                    stdin.len(),
+                    config.max_code_bytes
+                )));
+            }
+        }
+        let limit = config.run_timeout_secs as f64;
+        let timeout_secs = match self.timeout_secs {
+            None => limit,
+            Some(secs) if secs.is_finite() && secs > 0.0 && secs <= limit => secs,
+            Some(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "timeoutSecs must be a number of seconds above 0 and at most {limit} (RUN_TIMEOUT_SECS)"
+                )))
+            }
+        };
+        Ok(NewJob {
+            id: JobId::new(),
+            kind: JobKind::Run,
+            language: Some(self.language),
+            session_id: match self.language {
+                Language::Metta => Some(self.session_id.unwrap_or_else(SessionId::default_session)),
+                Language::Python => self.session_id,
+            },
+            code_id: self.code_id,
+            code,
+            stdin: self.stdin,
+            timeout_ms: (timeout_secs * 1000.0).round() as u64,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}
+
+/// The validated `Idempotency-Key` header, if any.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        ApiError::BadRequest("Idempotency-Key may contain only visible ASCII characters".into())
+    })?;
+    validate_idempotency_key(value).map_err(ApiError::BadRequest)?;
+    Ok(Some(value.to_string()))
+}
+
+/// The `?wait=S` parameter: 0 to 60 seconds.
+fn wait_parameter(params: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
+    let Some(text) = params.get("wait") else {
+        return Ok(None);
+    };
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => {
+            Ok(Some(Duration::from_secs_f64(secs)))
+        }
+        _ => Err(ApiError::BadRequest(format!(
+            "wait must be a number of seconds from 0 to {MAX_WAIT_SECS}, not '{}'",
+            crate::domain::truncate_for_message(text)
+        ))),
+    }
+}
+
+fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
+    JobId::from_str(text).map_err(ApiError::BadRequest)
+}
+
+/// `200` with the job when it is final, `202` while it is queued or running.
+fn job_response(job: &JobRecord) -> Response {
+    let status = if job.status.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    (status, Json(JobView::from(job))).into_response()
+}
+
+async fn submit_job(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SubmitJobBody>,
+) -> Result<Response, ApiError> {
+    let wait = wait_parameter(&params)?;
+    let key = idempotency_key(&headers)?;
+    let language = Language::parse(&body.language).map_err(ApiError::BadRequest)?;
+    let session_id = body
+        .session_id
+        .as_deref()
+        .map(SessionId::parse)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let code_id = body
+        .code_id
+        .as_deref()
+        .map(CodeId::parse)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let job = RunSubmission {
+        language,
+        code: body.code,
+        session_id,
+        code_id,
+        stdin: body.stdin,
+        timeout_secs: body.timeout_secs,
+        idempotency_key: key,
+    }
+    .into_job(&state.config)?;
+    let job = match state.queue.submit(job).await? {
+        Submission::Accepted(job) | Submission::Existing(job) => job,
+        Submission::QueueFull => return Err(ApiError::QueueFull),
+    };
+    let job = match wait {
+        Some(limit) if !job.status.is_final() => state
+            .queue
+            .wait_until_final(job.id, limit)
+            .await?
+            .unwrap_or(job),
+        _ => job,
+    };
+    Ok(job_response(&job))
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let id = parse_job_id(&id)?;
+    let wait = wait_parameter(&params)?;
+    let job = match wait {
+        Some(limit) => state.queue.wait_until_final(id, limit).await?,
+        None => state.queue.store().get_job(id).await?,
+    };
+    let job = job.ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
+    Ok((StatusCode::OK, Json(JobView::from(&job))).into_response())
+}
+
+async fn cancel_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_job_id(&id)?;
+    match state.queue.store().cancel_job(id).await? {
+        CancelOutcome::Cancelled(job) => Ok(Json(JobView::from(&job)).into_response()),
+        CancelOutcome::NotQueued(job) => Err(ApiError::Conflict(format!(
+            "job {id} is {}; only queued jobs can be cancelled",
+            job.status.as_str()
+        ))),
+        CancelOutcome::NotFound => Err(ApiError::NotFound(format!("no job with id {id}"))),
+    }
+}
+
+async fn queue_counts(State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {
+    let counts = state.queue.store().queue_counts().await?;
+    Ok(Json(QueueView::from(&counts)))
+}

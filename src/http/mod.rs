@@ -1,0 +1,183 @@
+//! The HTTP surface: one router per resource, merged into one app router, plus the shared
+//! pieces every handler uses (state, the JSON body reader, the error type).
+//!
+//! Handlers validate input, call the queue or the store's named operations, and map records to
+//! wire shapes (`wire`). They never write SQL and never run code. Every answer is JSON; every
+//! error is `{"error": "..."}` saying what to fix, and internal causes go to the log only.
+
+mod error;
+mod jobs;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::config::Config;
+use crate::queue::JobQueue;
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: JobQueue,
+    pub config: Arc<Config>,
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let cors = cors_layer(&state.config);
+    Router::new()
+        .route("/health", get(health))
+        .merge(jobs::router())
+        .fallback(unknown_route)
+        .with_state(state)
+        .layer(middleware::from_fn(errors_as_json))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors)
+}
+
+fn cors_layer(config: &Config) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static("x-session-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(600));
+    match config.allowed_origins() {
+        None => layer.allow_origin(Any),
+        Some(origins) => {
+            let origins: Vec<HeaderValue> = origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok())
+                .collect();
+            layer.allow_origin(AllowOrigin::list(origins))
+        }
+    }
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.queue.store().queue_counts().await {
+        Ok(counts) => Json(serde_json::json!({
+            "status": "ok",
+            "queued": counts.count(crate::domain::JobStatus::Queued),
+            "running": counts.count(crate::domain::JobStatus::Running),
+        }))
+        .into_response(),
+        Err(err) => ApiError::Unavailable(format!("database unavailable: {err}")).into_response(),
+    }
+}
+
+async fn unknown_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {method} {}", uri.path()))
+}
+
+/// Turns any non-JSON error answer (a framework rejection, a 405) into `{"error": "..."}`.
+async fn errors_as_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    } else {
+        text
+    };
+    let mut json = Json(serde_json::json!({ "error": message })).into_response();
+    *json.status_mut() = parts.status;
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json
+}
+
+/// A JSON request body whose every failure (too large, not JSON, wrong shape) is an
+/// `ApiError` with a message naming the problem. Content-Type is not required.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::BadRequest(
+                "the request body is empty; send a JSON object".into(),
+            ));
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Like `JsonBody`, but an empty body means `T::default()` (the frontend posts
+/// `/reset-atomspace` with a JSON content type and no body at all).
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJsonBody<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        let status = rejection.status();
+        if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(
+                "the request body is larger than MAX_BODY_BYTES allows".into(),
+            )
+        } else {
+            ApiError::BadRequest(format!("cannot read the request body: {}", rejection.body_text()))
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))
+}

@@ -1,0 +1,76 @@
+//! In-process wake-ups between the API and the worker: "a job was accepted" (wakes the worker)
+//! and "job X reached a final state" (wakes long-waiting requests). Both are edges only; the
+//! database stays the truth, so a missed or lagged signal costs a re-read, never a wrong answer.
+
+use std::time::Duration;
+
+use tokio::sync::{broadcast, Notify};
+
+use crate::domain::JobId;
+
+/// Shared by the HTTP layer (sends `job_accepted`, waits on `finished`) and the worker
+/// (waits on `job_accepted`, sends `finished`).
+#[derive(Debug)]
+pub struct JobSignals {
+    /// `notify_one` stores a permit when the worker is busy, so an acceptance that happens
+    /// between the worker's empty claim and its wait is never lost.
+    accepted: Notify,
+    finished: broadcast::Sender<JobId>,
+}
+
+impl Default for JobSignals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JobSignals {
+    pub fn new() -> Self {
+        let (finished, _) = broadcast::channel(1024);
+        JobSignals {
+            accepted: Notify::new(),
+            finished,
+        }
+    }
+
+    /// Called after a job is durably queued.
+    pub fn job_accepted(&self) {
+        self.accepted.notify_one();
+    }
+
+    /// The worker sleeps here while the queue is empty.
+    pub async fn wait_for_accepted_job(&self) {
+        self.accepted.notified().await;
+    }
+
+    /// Called after a job's final state is committed.
+    pub fn job_finished(&self, id: JobId) {
+        // No receivers is fine: nobody is waiting.
+        let _ = self.finished.send(id);
+    }
+
+    /// Subscribe before reading the job's state, then wait with `wait_for_finish`.
+    pub fn subscribe_finished(&self) -> broadcast::Receiver<JobId> {
+        self.finished.subscribe()
+    }
+}
+
+/// Waits until `id` is announced as finished (true) or `limit` passes (false). A lagged
+/// receiver returns true so the caller re-reads the database.
+pub async fn wait_for_finish(
+    receiver: &mut broadcast::Receiver<JobId>,
+    id: JobId,
+    limit: Duration,
+) -> bool {
+    let wait = async {
+        loop {
+            match receiver.recv().await {
+                Ok(finished) if finished == id => return true,
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Closed) => return false,
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.unwrap_or(false)
+}

@@ -1,0 +1,86 @@
+//! The `metta-learner-backend` binary: the server (default), or the engine child that the
+//! server spawns for itself (`engine`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use metta_learner_backend::engine::child::{run_engine, EngineArgs};
+use metta_learner_backend::{Application, Config};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Backend of the MeTTa learning playground: a persistent job queue with durable history.
+/// Every setting is an environment variable (shown in brackets) or the matching flag.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Internal: the MeTTa engine child the server spawns. Not for direct use.
+    #[command(hide = true)]
+    Engine(EngineArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Engine(args)) => run_engine(args),
+        Some(Command::Serve) | None => serve(cli.config),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let result = match Application::build(config).await {
+            Ok(app) => app.run(shutdown).await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!("{err:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Fires the shutdown token on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::error!("cannot listen for SIGTERM: {err}");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+    }
+    shutdown.cancel();
+}

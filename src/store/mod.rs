@@ -1,0 +1,628 @@
+//! The durable state of the service: jobs, sessions and their history in one SQLite file.
+//!
+//! Every SQL statement of the crate lives in this module; handlers and the worker call the
+//! named operations below (`enqueue_job`, `claim_next_job`, `finish_run_and_record_cell`, …).
+//! Each operation is one statement or one transaction, so a crash at any point leaves either
+//! the old state or the new one, never half of a change. This module never runs code and never
+//! decides policy (limits, who may do what): callers pass those in.
+
+mod records;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::domain::{CodeId, JobId, JobStatus, Language, SessionId};
+pub use records::{
+    CellRecord, JobOutcome, JobRecord, NewJob, QueueCounts, SessionSummary, SessionView,
+};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the database folder {path}: {source}")]
+    CreateFolder {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the database holds a value this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What `enqueue_job` did.
+#[derive(Debug)]
+pub enum EnqueueOutcome {
+    /// The job is stored and queued.
+    Accepted(JobRecord),
+    /// A job with the same idempotency key exists; it is returned instead of a new one.
+    Duplicate(JobRecord),
+    /// The queue holds `max_queued` jobs already; nothing was stored.
+    QueueFull,
+}
+
+/// What `cancel_job` did.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    Cancelled(JobRecord),
+    /// The job already left the queue; its current record is returned.
+    NotQueued(JobRecord),
+    NotFound,
+}
+
+/// What a history cut (reset-to, remove) did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CutOutcome {
+    /// The target and every cell after it are gone; this many cells remain.
+    Cut { remaining: i64 },
+    /// The history is empty: nothing to cut, which the legacy API answers with success.
+    EmptyHistory,
+    /// The history has cells but none with that codeId.
+    NotFound,
+}
+
+/// Start-up recovery of jobs that were running when the previous process died.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub requeued: u64,
+    pub failed: u64,
+}
+
+/// How hard SQLite works to keep a commit: `Normal` survives a crash of the process (kill -9),
+/// `Full` also survives a crash of the machine, at the price of an fsync per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    Normal,
+    Full,
+}
+
+/// The handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// The current time as stored: RFC 3339 in UTC with milliseconds, so text order is time order.
+pub fn now_timestamp() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+const JOB_COLUMNS: &str = "seq, id, kind, language, session_id, code_id, code, stdin, \
+     timeout_ms, status, attempts, result, results_json, stdout, stderr, output_truncated, \
+     error, idempotency_key, created_at, started_at, finished_at, duration_ms";
+
+impl Store {
+    /// Opens (creating when missing) the database at `url` and applies pending migrations.
+    pub async fn open(url: &str, durability: Durability) -> StoreResult<Store> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Normal => SqliteSynchronous::Normal,
+                Durability::Full => SqliteSynchronous::Full,
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(folder) = options.get_filename().parent() {
+            if !folder.as_os_str().is_empty() && !Path::new(folder).exists() {
+                std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
+                    path: folder.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Closes every connection (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ----- jobs -------------------------------------------------------------------------
+
+    /// Stores a new queued job, unless the queue is full or the idempotency key is known.
+    /// One statement decides and inserts, so the cap holds under concurrent submitters.
+    pub async fn enqueue_job(&self, job: &NewJob, max_queued: u64) -> StoreResult<EnqueueOutcome> {
+        if let Some(key) = &job.idempotency_key {
+            if let Some(existing) = self.job_by_idempotency_key(key).await? {
+                return Ok(EnqueueOutcome::Duplicate(existing));
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, kind, language, session_id, code_id, code, stdin, timeout_ms, \
+                               status, idempotency_key, created_at) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ? \
+             WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'queued') < ? \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(job.id.to_string())
+        .bind(job.kind.as_str())
+        .bind(job.language.map(Language::as_str))
+        .bind(job.session_id.as_ref().map(SessionId::as_str))
+        .bind(job.code_id.as_ref().map(CodeId::as_str))
+        .bind(&job.code)
+        .bind(&job.stdin)
+        .bind(job.timeout_ms as i64)
+        .bind(&job.idempotency_key)
+        .bind(now_timestamp())
+        .bind(max_queued as i64)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            let record = self
+                .get_job(job.id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("a job vanished right after insert".into()))?;
+            return Ok(EnqueueOutcome::Accepted(record));
+        }
+        // Either the queue is full or a concurrent request won the idempotency key.
+        if let Some(key) = &job.idempotency_key {
+            if let Some(existing) = self.job_by_idempotency_key(key).await? {
+                return Ok(EnqueueOutcome::Duplicate(existing));
+            }
+        }
+        Ok(EnqueueOutcome::QueueFull)
+    }
+
+    async fn job_by_idempotency_key(&self, key: &str) -> StoreResult<Option<JobRecord>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?");
+        let row = sqlx::query(&sql)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(self.with_position(JobRecord::from_row(&row)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One job with its queue position (when queued).
+    pub async fn get_job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(self.with_position(JobRecord::from_row(&row)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Fills in `position`: 1 for the next job to run, 2 for the one after, ….
+    async fn with_position(&self, mut record: JobRecord) -> StoreResult<JobRecord> {
+        if record.status == JobStatus::Queued {
+            let ahead: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < ?")
+                    .bind(record.seq)
+                    .fetch_one(&self.pool)
+                    .await?;
+            record.position = Some(ahead + 1);
+        }
+        Ok(record)
+    }
+
+    /// Cancels a job that is still queued.
+    pub async fn cancel_job(&self, id: JobId) -> StoreResult<CancelOutcome> {
+        let now = now_timestamp();
+        let changed = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?, error = 'cancelled by client' \
+             WHERE id = ? AND status = 'queued'",
+        )
+        .bind(&now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        let Some(record) = self.get_job(id).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        Ok(if changed.rows_affected() == 1 {
+            CancelOutcome::Cancelled(record)
+        } else {
+            CancelOutcome::NotQueued(record)
+        })
+    }
+
+    /// Atomically moves the oldest queued job to `running` and returns it.
+    pub async fn claim_next_job(&self) -> StoreResult<Option<JobRecord>> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 \
+             WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(now_timestamp())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| JobRecord::from_row(&row)).transpose()
+    }
+
+    /// Stores the final state of a running job.
+    pub async fn finish_job(&self, id: JobId, outcome: &JobOutcome) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        write_job_outcome(&mut tx, id, outcome).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Re-queues jobs interrupted by the death of the previous process (first interruption)
+    /// and fails those interrupted twice, so a job that kills the service cannot loop forever.
+    pub async fn recover_interrupted_jobs(&self) -> StoreResult<Recovery> {
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query(
+            "UPDATE jobs SET status = 'failed', finished_at = ?, \
+                 error = 'interrupted by restart (twice); not run again' \
+             WHERE status = 'running' AND attempts >= 2",
+        )
+        .bind(now_timestamp())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let requeued = sqlx::query(
+            "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Recovery { requeued, failed })
+    }
+
+    /// Counts of jobs by state and the running job's id.
+    pub async fn queue_counts(&self) -> StoreResult<QueueCounts> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = QueueCounts::default();
+        for row in rows {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            counts.by_status.insert(status, n);
+        }
+        let running: Option<String> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running' ORDER BY seq LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        counts.running_job = running.map(|id| parse_job_id(&id)).transpose()?;
+        Ok(counts)
+    }
+
+    // ----- sessions and history ---------------------------------------------------------
+
+    /// The generation and cells of a session, in position order (empty for an unknown session).
+    pub async fn load_history(&self, session: &SessionId) -> StoreResult<(i64, Vec<CellRecord>)> {
+        let generation: Option<i64> =
+            sqlx::query_scalar("SELECT generation FROM sessions WHERE id = ?")
+                .bind(session.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT position, code_id, code, created_at, updated_at, last_job_id, last_result \
+             FROM history WHERE session_id = ? ORDER BY position",
+        )
+        .bind(session.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let cells = rows
+            .iter()
+            .map(CellRecord::from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((generation.unwrap_or(0), cells))
+    }
+
+    /// A session's generation and the position of one of its cells (when present): what the
+    /// worker needs to decide between appending, editing in place and asking for a replay.
+    pub async fn cell_lookup(
+        &self,
+        session: &SessionId,
+        code_id: &CodeId,
+    ) -> StoreResult<(i64, Option<i64>)> {
+        let row = sqlx::query(
+            "SELECT (SELECT generation FROM sessions WHERE id = ?1) AS generation, \
+                    (SELECT position FROM history WHERE session_id = ?1 AND code_id = ?2) AS position",
+        )
+        .bind(session.as_str())
+        .bind(code_id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let generation: Option<i64> = row.try_get("generation")?;
+        Ok((generation.unwrap_or(0), row.try_get("position")?))
+    }
+
+    /// Finishes a MeTTa run and, when it succeeded, records its cell (appending a new codeId,
+    /// replacing an existing one in place) and bumps the session's generation, in one
+    /// transaction: a session's history changes exactly when its job's result is stored.
+    pub async fn finish_run_and_record_cell(
+        &self,
+        id: JobId,
+        outcome: &JobOutcome,
+        session: &SessionId,
+        code_id: &CodeId,
+        code: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        write_job_outcome(&mut tx, id, outcome).await?;
+        if outcome.status == JobStatus::Succeeded {
+            let now = now_timestamp();
+            touch_session(&mut tx, session, &now).await?;
+            let replaced = sqlx::query(
+                "UPDATE history SET code = ?, updated_at = ?, last_job_id = ?, last_result = ? \
+                 WHERE session_id = ? AND code_id = ?",
+            )
+            .bind(code)
+            .bind(&now)
+            .bind(id.to_string())
+            .bind(&outcome.result)
+            .bind(session.as_str())
+            .bind(code_id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if replaced == 0 {
+                sqlx::query(
+                    "INSERT INTO history (session_id, position, code_id, code, created_at, \
+                                          updated_at, last_job_id, last_result) \
+                     SELECT ?, COALESCE(MAX(position), 0) + 1, ?, ?, ?, ?, ?, ? \
+                     FROM history WHERE session_id = ?",
+                )
+                .bind(session.as_str())
+                .bind(code_id.as_str())
+                .bind(code)
+                .bind(&now)
+                .bind(&now)
+                .bind(id.to_string())
+                .bind(&outcome.result)
+                .bind(session.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Finishes a reset job: the session's history is emptied and its generation bumped.
+    pub async fn finish_reset_session(
+        &self,
+        id: JobId,
+        outcome: &JobOutcome,
+        session: &SessionId,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_timestamp();
+        touch_session(&mut tx, session, &now).await?;
+        sqlx::query("DELETE FROM history WHERE session_id = ?")
+            .bind(session.as_str())
+            .execute(&mut *tx)
+            .await?;
+        write_job_outcome(&mut tx, id, outcome).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Cuts a session's history at `code_id` (the target and every later cell go) and
+    /// finishes the job with the outcome `decide` builds from what the cut did, in one
+    /// transaction.
+    pub async fn finish_history_cut(
+        &self,
+        id: JobId,
+        session: &SessionId,
+        code_id: &CodeId,
+        decide: impl FnOnce(&CutOutcome) -> JobOutcome,
+    ) -> StoreResult<CutOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let target: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM history WHERE session_id = ? AND code_id = ?")
+                .bind(session.as_str())
+                .bind(code_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let cut = match target {
+            Some(position) => {
+                let now = now_timestamp();
+                touch_session(&mut tx, session, &now).await?;
+                sqlx::query("DELETE FROM history WHERE session_id = ? AND position >= ?")
+                    .bind(session.as_str())
+                    .bind(position)
+                    .execute(&mut *tx)
+                    .await?;
+                let remaining: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE session_id = ?")
+                        .bind(session.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                CutOutcome::Cut { remaining }
+            }
+            None => {
+                let cells: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE session_id = ?")
+                        .bind(session.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if cells == 0 {
+                    CutOutcome::EmptyHistory
+                } else {
+                    CutOutcome::NotFound
+                }
+            }
+        };
+        write_job_outcome(&mut tx, id, &decide(&cut)).await?;
+        tx.commit().await?;
+        Ok(cut)
+    }
+
+    /// A session's cells and summary, or `None` when the session has never been used.
+    pub async fn session_view(&self, session: &SessionId) -> StoreResult<Option<SessionView>> {
+        let row = sqlx::query(
+            "SELECT id, generation, created_at, updated_at FROM sessions WHERE id = ?",
+        )
+        .bind(session.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (_, cells) = self.load_history(session).await?;
+        Ok(Some(SessionView {
+            id: session.clone(),
+            generation: row.try_get("generation")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            cells,
+        }))
+    }
+
+    /// Creates an empty session (for `POST /api/v1/sessions`).
+    pub async fn create_session(&self, session: &SessionId) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_timestamp();
+        sqlx::query(
+            "INSERT INTO sessions (id, generation, created_at, updated_at) VALUES (?, 0, ?, ?) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(session.as_str())
+        .bind(&now)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every session with its cell and job counts, newest activity first.
+    pub async fn list_sessions(&self, limit: i64, offset: i64) -> StoreResult<Vec<SessionSummary>> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.created_at, s.updated_at, \
+                    (SELECT COUNT(*) FROM history h WHERE h.session_id = s.id) AS cells, \
+                    (SELECT COUNT(*) FROM jobs j WHERE j.session_id = s.id) AS jobs, \
+                    (SELECT MIN(created_at) FROM jobs j WHERE j.session_id = s.id) AS first_job, \
+                    (SELECT MAX(created_at) FROM jobs j WHERE j.session_id = s.id) AS last_job \
+             FROM sessions s ORDER BY s.updated_at DESC, s.id LIMIT ? OFFSET ?",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(SessionSummary::from_row).collect()
+    }
+
+    /// The number of sessions, for pagination.
+    pub async fn count_sessions(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// A session's job log in acceptance order.
+    pub async fn session_jobs(
+        &self,
+        session: &SessionId,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE session_id = ? ORDER BY seq LIMIT ? OFFSET ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(session.as_str())
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(JobRecord::from_row).collect()
+    }
+}
+
+/// Creates the session row when missing and bumps its generation.
+async fn touch_session(
+    tx: &mut Transaction<'_, Sqlite>,
+    session: &SessionId,
+    now: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, generation, created_at, updated_at) VALUES (?, 1, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET generation = generation + 1, updated_at = excluded.updated_at",
+    )
+    .bind(session.as_str())
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_job_outcome(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: JobId,
+    outcome: &JobOutcome,
+) -> StoreResult<()> {
+    let results_json = outcome
+        .results
+        .as_ref()
+        .map(|results| serde_json::to_string(results).unwrap_or_else(|_| "[]".into()));
+    sqlx::query(
+        "UPDATE jobs SET status = ?, result = ?, results_json = ?, stdout = ?, stderr = ?, \
+             output_truncated = ?, error = ?, finished_at = ?, \
+             duration_ms = CAST(ROUND((julianday(?) - julianday(started_at)) * 86400000) AS INTEGER) \
+         WHERE id = ? AND status = 'running'",
+    )
+    .bind(outcome.status.as_str())
+    .bind(&outcome.result)
+    .bind(results_json)
+    .bind(&outcome.stdout)
+    .bind(&outcome.stderr)
+    .bind(outcome.output_truncated)
+    .bind(&outcome.error)
+    .bind(now_timestamp())
+    .bind(now_timestamp())
+    .bind(id.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn parse_job_id(text: &str) -> StoreResult<JobId> {
+    JobId::from_str(text).map_err(StoreError::Corrupt)
+}
+
+fn column<T>(row: &SqliteRow, name: &str) -> StoreResult<T>
+where
+    T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    Ok(row.try_get(name)?)
+}
+
+fn parse_column<T>(
+    row: &SqliteRow,
+    name: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> StoreResult<T> {
+    let text: String = column(row, name)?;
+    parse(&text).ok_or_else(|| StoreError::Corrupt(format!("{name} = '{text}'")))
+}
+
+fn optional_column<T>(
+    row: &SqliteRow,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> StoreResult<Option<T>> {
+    let text: Option<String> = column(row, name)?;
+    text.map(|text| parse(&text).map_err(StoreError::Corrupt))
+        .transpose()
+}

@@ -1,0 +1,200 @@
+//! The rows the store reads and writes, as typed records, and their decoding from SQLite.
+//! These are domain records, not wire shapes: the HTTP layer maps them to JSON.
+
+use std::collections::BTreeMap;
+
+use sqlx::sqlite::SqliteRow;
+
+use super::{column, optional_column, parse_column, parse_job_id, StoreResult};
+use crate::domain::{CodeId, JobId, JobKind, JobStatus, Language, SessionId};
+
+/// A job to be stored.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub language: Option<Language>,
+    pub session_id: Option<SessionId>,
+    pub code_id: Option<CodeId>,
+    pub code: String,
+    pub stdin: Option<String>,
+    pub timeout_ms: u64,
+    pub idempotency_key: Option<String>,
+}
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    /// Acceptance order; the queue runs jobs in this order.
+    pub seq: i64,
+    pub id: JobId,
+    pub kind: JobKind,
+    pub language: Option<Language>,
+    pub session_id: Option<SessionId>,
+    pub code_id: Option<CodeId>,
+    pub code: String,
+    pub stdin: Option<String>,
+    pub timeout_ms: i64,
+    pub status: JobStatus,
+    pub attempts: i64,
+    /// 1 for the next job to run; only for queued jobs.
+    pub position: Option<i64>,
+    pub result: Option<String>,
+    pub results: Option<Vec<Vec<String>>>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub output_truncated: bool,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+impl JobRecord {
+    pub(super) fn from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
+        let results_json: Option<String> = column(row, "results_json")?;
+        Ok(JobRecord {
+            seq: column(row, "seq")?,
+            id: parse_job_id(&column::<String>(row, "id")?)?,
+            kind: parse_column(row, "kind", JobKind::parse)?,
+            language: optional_column(row, "language", Language::parse)?,
+            session_id: optional_column(row, "session_id", SessionId::parse)?,
+            code_id: optional_column(row, "code_id", CodeId::parse)?,
+            code: column(row, "code")?,
+            stdin: column(row, "stdin")?,
+            timeout_ms: column(row, "timeout_ms")?,
+            status: parse_column(row, "status", JobStatus::parse)?,
+            attempts: column(row, "attempts")?,
+            position: None,
+            result: column(row, "result")?,
+            results: results_json.and_then(|json| serde_json::from_str(&json).ok()),
+            stdout: column(row, "stdout")?,
+            stderr: column(row, "stderr")?,
+            output_truncated: column(row, "output_truncated")?,
+            error: column(row, "error")?,
+            idempotency_key: column(row, "idempotency_key")?,
+            created_at: column(row, "created_at")?,
+            started_at: column(row, "started_at")?,
+            finished_at: column(row, "finished_at")?,
+            duration_ms: column(row, "duration_ms")?,
+        })
+    }
+}
+
+/// The final state of a job as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    pub status: JobStatus,
+    pub result: Option<String>,
+    /// For MeTTa: one list of atom strings per `!` expression.
+    pub results: Option<Vec<Vec<String>>>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub output_truncated: bool,
+    pub error: Option<String>,
+}
+
+impl JobOutcome {
+    /// A job that ended without running code: `status` with only an error message.
+    pub fn with_error(status: JobStatus, error: impl Into<String>) -> Self {
+        JobOutcome {
+            status,
+            result: None,
+            results: None,
+            stdout: None,
+            stderr: None,
+            output_truncated: false,
+            error: Some(error.into()),
+        }
+    }
+
+    /// A job that succeeded with a result text and nothing else.
+    pub fn succeeded_with(result: impl Into<String>) -> Self {
+        JobOutcome {
+            status: JobStatus::Succeeded,
+            result: Some(result.into()),
+            results: None,
+            stdout: None,
+            stderr: None,
+            output_truncated: false,
+            error: None,
+        }
+    }
+}
+
+/// One history cell of a session.
+#[derive(Debug, Clone)]
+pub struct CellRecord {
+    pub position: i64,
+    pub code_id: CodeId,
+    pub code: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_job_id: Option<JobId>,
+    pub last_result: Option<String>,
+}
+
+impl CellRecord {
+    pub(super) fn from_row(row: &SqliteRow) -> StoreResult<CellRecord> {
+        Ok(CellRecord {
+            position: column(row, "position")?,
+            code_id: parse_column(row, "code_id", |text| CodeId::parse(text).ok())?,
+            code: column(row, "code")?,
+            created_at: column(row, "created_at")?,
+            updated_at: column(row, "updated_at")?,
+            last_job_id: optional_column(row, "last_job_id", |text| text.parse())?,
+            last_result: column(row, "last_result")?,
+        })
+    }
+}
+
+/// A session with its cells.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub id: SessionId,
+    pub generation: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub cells: Vec<CellRecord>,
+}
+
+/// A line of the instructors' session listing.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub id: SessionId,
+    pub created_at: String,
+    pub updated_at: String,
+    pub cells: i64,
+    pub jobs: i64,
+    pub first_activity: Option<String>,
+    pub last_activity: Option<String>,
+}
+
+impl SessionSummary {
+    pub(super) fn from_row(row: &SqliteRow) -> StoreResult<SessionSummary> {
+        Ok(SessionSummary {
+            id: parse_column(row, "id", |text| SessionId::parse(text).ok())?,
+            created_at: column(row, "created_at")?,
+            updated_at: column(row, "updated_at")?,
+            cells: column(row, "cells")?,
+            jobs: column(row, "jobs")?,
+            first_activity: column(row, "first_job")?,
+            last_activity: column(row, "last_job")?,
+        })
+    }
+}
+
+/// Job counts by state, and the running job.
+#[derive(Debug, Clone, Default)]
+pub struct QueueCounts {
+    pub by_status: BTreeMap<String, i64>,
+    pub running_job: Option<JobId>,
+}
+
+impl QueueCounts {
+    pub fn count(&self, status: JobStatus) -> i64 {
+        self.by_status.get(status.as_str()).copied().unwrap_or(0)
+    }
+}

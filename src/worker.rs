@@ -1,0 +1,380 @@
+//! The one worker: claims the oldest queued job, runs it, stores its outcome, announces it.
+//!
+//! Exactly one worker task exists, so at most one job runs and job order is acceptance order.
+//! It owns the Python runner and the engine supervisor. With an empty queue it sleeps until
+//! the API signals an accepted job (no polling). On shutdown it stops claiming, gives the
+//! running job the grace period, then abandons it (its row stays `running`, and start-up
+//! recovery re-queues it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::CapturedOutput;
+use crate::domain::{CodeId, JobKind, JobStatus, Language, SessionId};
+use crate::engine::protocol::ResponseOutcome;
+use crate::engine::{EngineSupervisor, MettaRequest, MettaRunOutcome};
+use crate::job_signals::JobSignals;
+use crate::python_runner::{PythonExit, PythonRunner};
+use crate::store::{CutOutcome, JobOutcome, JobRecord, Store, StoreError};
+
+/// The message of a successful reset, as the original service answered it.
+pub const RESET_MESSAGE: &str = "AtomSpace and code history completely reset.";
+
+/// The worker and everything it runs jobs with.
+pub struct Worker {
+    pub store: Store,
+    pub signals: Arc<JobSignals>,
+    pub python: PythonRunner,
+    pub engine: EngineSupervisor,
+}
+
+impl Worker {
+    /// Runs jobs until `shutdown` fires; a job running then gets `grace` to finish.
+    pub async fn run(mut self, shutdown: CancellationToken, grace: Duration) {
+        if let Err(reason) = self.engine.ensure_started().await {
+            tracing::warn!("MeTTa engine not available: {reason}");
+        }
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let job = match self.store.claim_next_job().await {
+                Ok(Some(job)) => job,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.signals.wait_for_accepted_job() => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+                Err(err) => {
+                    tracing::error!("cannot claim the next job: {err}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            let id = job.id;
+            tracing::debug!(job = %id, kind = job.kind.as_str(), "running job");
+            let signals = self.signals.clone();
+            let finished = {
+                let execute = self.execute(job);
+                tokio::pin!(execute);
+                tokio::select! {
+                    _ = &mut execute => true,
+                    _ = shutdown.cancelled() => {
+                        tokio::select! {
+                            _ = &mut execute => true,
+                            _ = tokio::time::sleep(grace) => false,
+                        }
+                    }
+                }
+            };
+            if !finished {
+                tracing::warn!(job = %id, "the running job did not finish within the shutdown grace; it is re-queued at the next start");
+                break;
+            }
+            signals.job_finished(id);
+        }
+        self.engine.stop();
+        tracing::info!("worker stopped");
+    }
+
+    /// Runs one claimed job and stores its outcome.
+    async fn execute(&mut self, job: JobRecord) {
+        let stored = match (job.kind, job.language) {
+            (JobKind::Run, Some(Language::Python)) => self.run_python(&job).await,
+            (JobKind::Run, Some(Language::Metta)) => self.run_metta(&job).await,
+            (JobKind::Run, None) => {
+                let outcome = JobOutcome::with_error(JobStatus::Failed, "the job names no language");
+                self.store.finish_job(job.id, &outcome).await
+            }
+            (JobKind::ResetSession, _) => self.reset_session(&job).await,
+            (JobKind::ResetTo | JobKind::RemoveCell, _) => self.cut_history(&job).await,
+        };
+        if let Err(err) = stored {
+            tracing::error!(job = %job.id, "cannot store the job's outcome: {err}");
+            let outcome = JobOutcome::with_error(
+                JobStatus::Failed,
+                "internal error: the service could not store this job's result",
+            );
+            if let Err(err) = self.store.finish_job(job.id, &outcome).await {
+                tracing::error!(job = %job.id, "cannot mark the job failed either: {err}");
+            }
+        }
+    }
+
+    async fn run_python(&mut self, job: &JobRecord) -> Result<(), StoreError> {
+        let timeout = job_timeout(job);
+        let run = self
+            .python
+            .run(&job.code, job.stdin.as_deref(), timeout)
+            .await;
+        let stdout = run.stdout.text();
+        let stderr = run.stderr.text();
+        let (status, error) = match run.exit {
+            PythonExit::Exited(0) => (JobStatus::Succeeded, None),
+            PythonExit::Exited(code) => (
+                JobStatus::Failed,
+                Some(if stderr.trim().is_empty() {
+                    format!("Python exited with status {code}")
+                } else {
+                    stderr.clone()
+                }),
+            ),
+            PythonExit::Signalled(signal) => (
+                JobStatus::Failed,
+                Some(format!("Python was killed by {}", describe_signal(signal))),
+            ),
+            PythonExit::TimedOut => (
+                JobStatus::TimedOut,
+                Some(format!(
+                    "the Python run exceeded its time limit of {} and was stopped",
+                    describe_duration(timeout)
+                )),
+            ),
+            PythonExit::SpawnFailed(message) => (JobStatus::Failed, Some(message)),
+        };
+        let outcome = JobOutcome {
+            status,
+            result: Some(stdout.clone()),
+            results: None,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            output_truncated: run.stdout.truncated || run.stderr.truncated,
+            error,
+        };
+        self.store.finish_job(job.id, &outcome).await
+    }
+
+    async fn run_metta(&mut self, job: &JobRecord) -> Result<(), StoreError> {
+        let session = job
+            .session_id
+            .clone()
+            .unwrap_or_else(SessionId::default_session);
+        let code_id = job
+            .code_id
+            .clone()
+            .unwrap_or_else(|| CodeId::from_job(job.id));
+        let timeout = job_timeout(job);
+        let (generation, position) = self.store.cell_lookup(&session, &code_id).await?;
+
+        let history: Vec<String>;
+        let replay_history: Vec<String>;
+        let mut request = MettaRequest {
+            job_id: job.id,
+            session: &session,
+            generation,
+            history: None,
+            code: &job.code,
+            after: &[],
+            timeout,
+            success_generation: generation + 1,
+        };
+        let mut outcome = match position {
+            // Re-running an existing cell: rebuild the session with the new code in its place.
+            Some(position) => {
+                let (_, cells) = self.store.load_history(&session).await?;
+                history = cells.into_iter().map(|cell| cell.code).collect();
+                let at = cells_before(&history, position);
+                request.history = Some(&history[..at]);
+                request.after = &history[(at + 1).min(history.len())..];
+                self.engine.run(&request).await
+            }
+            None => self.engine.run(&request).await,
+        };
+        if matches!(outcome, MettaRunOutcome::NeedHistory) && request.history.is_none() {
+            let (_, cells) = self.store.load_history(&session).await?;
+            replay_history = cells.into_iter().map(|cell| cell.code).collect();
+            request.history = Some(&replay_history);
+            outcome = self.engine.run(&request).await;
+        }
+
+        let outcome = metta_outcome(outcome, timeout, &session);
+        self.store
+            .finish_run_and_record_cell(job.id, &outcome, &session, &code_id, &job.code)
+            .await
+    }
+
+    async fn reset_session(&mut self, job: &JobRecord) -> Result<(), StoreError> {
+        let session = job
+            .session_id
+            .clone()
+            .unwrap_or_else(SessionId::default_session);
+        let outcome = JobOutcome::succeeded_with(RESET_MESSAGE);
+        self.store
+            .finish_reset_session(job.id, &outcome, &session)
+            .await?;
+        self.engine.forget_session(&session).await;
+        Ok(())
+    }
+
+    async fn cut_history(&mut self, job: &JobRecord) -> Result<(), StoreError> {
+        let session = job
+            .session_id
+            .clone()
+            .unwrap_or_else(SessionId::default_session);
+        let Some(code_id) = job.code_id.clone() else {
+            let outcome = JobOutcome::with_error(JobStatus::Failed, "codeId is required");
+            return self.store.finish_job(job.id, &outcome).await;
+        };
+        let removing = job.kind == JobKind::RemoveCell;
+        let cut = self
+            .store
+            .finish_history_cut(job.id, &session, &code_id, |cut| match cut {
+                CutOutcome::Cut { remaining } => JobOutcome::succeeded_with(if removing {
+                    format!("Removed code '{code_id}' and everything after it; {remaining} entries remain.")
+                } else {
+                    format!("Reset to before code '{code_id}'; {remaining} entries remain.")
+                }),
+                CutOutcome::EmptyHistory => {
+                    JobOutcome::succeeded_with("The history is empty; nothing to change.")
+                }
+                CutOutcome::NotFound => JobOutcome::with_error(
+                    JobStatus::Failed,
+                    format!("codeId '{code_id}' is not in the history of session '{session}'"),
+                ),
+            })
+            .await?;
+        if matches!(cut, CutOutcome::Cut { .. }) {
+            self.engine.forget_session(&session).await;
+        }
+        Ok(())
+    }
+}
+
+/// The index in `history` (position order) of the cell at `position`.
+fn cells_before(history: &[String], position: i64) -> usize {
+    // Positions are 1-based and dense after every cut, but do not rely on it: clamp.
+    usize::try_from(position - 1)
+        .unwrap_or(0)
+        .min(history.len().saturating_sub(1))
+}
+
+fn job_timeout(job: &JobRecord) -> Duration {
+    Duration::from_millis(job.timeout_ms.max(1) as u64)
+}
+
+/// What `metta-py` prints: the printed output, then one line per `!` expression.
+pub fn metta_result_text(stdout: &str, lines: &[String]) -> String {
+    let mut text = stdout.to_string();
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionId) -> JobOutcome {
+    let with_output = |status, stdout: CapturedOutput, stderr: CapturedOutput, error| JobOutcome {
+        status,
+        result: Some(stdout.text()),
+        results: None,
+        stdout: Some(stdout.text()),
+        stderr: Some(stderr.text()),
+        output_truncated: stdout.truncated || stderr.truncated,
+        error: Some(error),
+    };
+    match outcome {
+        MettaRunOutcome::Answered {
+            response,
+            stdout,
+            stderr,
+        } => {
+            let (status, error) = match response.outcome {
+                ResponseOutcome::Succeeded => (JobStatus::Succeeded, None),
+                ResponseOutcome::Failed => (
+                    JobStatus::Failed,
+                    Some(response.error.clone().unwrap_or_else(|| "MeTTa error".into())),
+                ),
+                ResponseOutcome::TimedOut => (
+                    JobStatus::TimedOut,
+                    Some(format!(
+                        "the MeTTa run reached its time limit of {} and was stopped; the results found so far are kept",
+                        describe_duration(timeout)
+                    )),
+                ),
+                ResponseOutcome::ReplayFailed => (
+                    JobStatus::Failed,
+                    Some(format!(
+                        "could not rebuild session '{session}' from its history: {}",
+                        response.error.clone().unwrap_or_default()
+                    )),
+                ),
+                other => (
+                    JobStatus::Failed,
+                    Some(format!("internal error: unexpected engine answer {other:?}")),
+                ),
+            };
+            let stdout_text = stdout.text();
+            JobOutcome {
+                status,
+                result: Some(metta_result_text(&stdout_text, &response.lines)),
+                results: Some(response.results),
+                stdout: Some(stdout_text),
+                stderr: Some(stderr.text()),
+                output_truncated: stdout.truncated || stderr.truncated,
+                error,
+            }
+        }
+        MettaRunOutcome::NeedHistory => JobOutcome::with_error(
+            JobStatus::Failed,
+            "internal error: the engine asked for a history it was just given",
+        ),
+        MettaRunOutcome::KilledAtDeadline { stdout, stderr } => with_output(
+            JobStatus::TimedOut,
+            stdout,
+            stderr,
+            format!(
+                "a MeTTa step did not return within the time limit of {}; the engine was restarted and the session will be rebuilt from its history",
+                describe_duration(timeout)
+            ),
+        ),
+        MettaRunOutcome::Died {
+            cause,
+            stdout,
+            stderr,
+        } => {
+            let tail = last_lines(&stderr.text(), 5);
+            let mut error = format!(
+                "the MeTTa engine died while running this job ({cause}); it was restarted and the session will be rebuilt from its history"
+            );
+            if !tail.is_empty() {
+                error.push_str(":\n");
+                error.push_str(&tail);
+            }
+            with_output(JobStatus::Failed, stdout, stderr, error)
+        }
+        MettaRunOutcome::Unavailable(reason) => JobOutcome::with_error(
+            JobStatus::Failed,
+            format!("MeTTa engine not available: {reason}"),
+        ),
+    }
+}
+
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
+
+fn describe_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis % 1000 == 0 {
+        format!("{} s", millis / 1000)
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
+fn describe_signal(signal: i32) -> String {
+    match signal {
+        libc::SIGKILL => "SIGKILL (out of memory, or killed from outside)".into(),
+        libc::SIGXCPU => "SIGXCPU (its CPU time limit)".into(),
+        libc::SIGXFSZ => "SIGXFSZ (its file size limit)".into(),
+        libc::SIGSEGV => "SIGSEGV (a crash)".into(),
+        libc::SIGABRT => "SIGABRT (an abort)".into(),
+        other => format!("signal {other}"),
+    }
+}
