@@ -125,10 +125,13 @@ impl Application {
 
         tracing::info!("listening on http://{}", listener.local_addr()?);
         let server_shutdown = shutdown.clone();
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-            .await
-            .context("the HTTP server failed")?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+        .await
+        .context("the HTTP server failed")?;
         tracing::info!("stopped accepting requests; waiting for the worker");
         if let Err(err) = worker.await {
             tracing::error!("the worker task failed: {err}");
@@ -158,8 +161,16 @@ async fn probe_python(python: &Path) -> Result<Vec<String>, String> {
     .map_err(|err| format!("cannot run {}: {err}", python.display()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.trim().lines().last().unwrap_or("no error text").to_string();
-        return Err(format!("{} cannot import hyperon ({last})", python.display()));
+        let last = stderr
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("no error text")
+            .to_string();
+        return Err(format!(
+            "{} cannot import hyperon ({last})",
+            python.display()
+        ));
     }
     let paths: Vec<String> = serde_json::from_slice(&output.stdout)
         .map_err(|err| format!("unreadable sys.path from {}: {err}", python.display()))?;

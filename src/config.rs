@@ -25,7 +25,11 @@ pub struct Config {
     pub host: IpAddr,
 
     /// SQLite database URL; the file and its folder are created when missing.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/metta-learner.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/metta-learner.db"
+    )]
     pub database_url: String,
 
     /// Longest run of one job, in seconds (a job may ask for less, never more).

@@ -86,8 +86,14 @@ impl PythonRunner {
             });
         }
         let cap = self.max_output_bytes;
-        let stdout = child.stdout.take().map(|pipe| tokio::spawn(read_capped(pipe, cap)));
-        let stderr = child.stderr.take().map(|pipe| tokio::spawn(read_capped(pipe, cap)));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|pipe| tokio::spawn(read_capped(pipe, cap)));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|pipe| tokio::spawn(read_capped(pipe, cap)));
 
         let exit = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(Ok(status)) => {

@@ -52,7 +52,7 @@ pub fn contained_command(program: &Path, work_dir: &Path, limits: ChildLimits) -
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (setsid, setrlimit).
+    // async-signal-safe functions (setsid, prctl, setrlimit).
     unsafe {
         command.pre_exec(move || apply_in_child(limits));
     }
@@ -63,6 +63,10 @@ fn apply_in_child(limits: ChildLimits) -> io::Result<()> {
     // A new session makes the child the leader of a new process group whose id is its pid,
     // so `kill_group(pid)` reaches everything it starts (unless that calls setsid itself).
     if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // If the server dies (even by kill -9), the child dies with it instead of running on.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } < 0 {
         return Err(io::Error::last_os_error());
     }
     set_limit(libc::RLIMIT_AS, limits.memory_bytes)?;

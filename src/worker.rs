@@ -88,7 +88,8 @@ impl Worker {
             (JobKind::Run, Some(Language::Python)) => self.run_python(&job).await,
             (JobKind::Run, Some(Language::Metta)) => self.run_metta(&job).await,
             (JobKind::Run, None) => {
-                let outcome = JobOutcome::with_error(JobStatus::Failed, "the job names no language");
+                let outcome =
+                    JobOutcome::with_error(JobStatus::Failed, "the job names no language");
                 self.store.finish_job(job.id, &outcome).await
             }
             (JobKind::ResetSession, _) => self.reset_session(&job).await,

@@ -201,7 +201,9 @@ impl EngineSupervisor {
         };
         let mut line = match serde_json::to_string(&wire) {
             Ok(line) => line,
-            Err(err) => return MettaRunOutcome::Unavailable(format!("cannot encode request: {err}")),
+            Err(err) => {
+                return MettaRunOutcome::Unavailable(format!("cannot encode request: {err}"))
+            }
         };
         line.push('\n');
 
@@ -340,9 +342,13 @@ impl EngineSupervisor {
             .map_err(|err| format!("cannot create the engine's working directory: {err}"))?;
         let (response_reader, response_writer) = response_pipe()
             .map_err(|err| format!("cannot create the engine's answer pipe: {err}"))?;
-        let sys_path = serde_json::to_string(&self.settings.sys_path).unwrap_or_else(|_| "[]".into());
-        let mut command =
-            contained_command(&self.settings.executable, work_dir.path(), self.settings.limits);
+        let sys_path =
+            serde_json::to_string(&self.settings.sys_path).unwrap_or_else(|_| "[]".into());
+        let mut command = contained_command(
+            &self.settings.executable,
+            work_dir.path(),
+            self.settings.limits,
+        );
         command
             .arg("engine")
             .arg("--max-live-sessions")
@@ -356,7 +362,9 @@ impl EngineSupervisor {
             command.pre_exec(move || {
                 if writer_fd == RESPONSE_FD {
                     let flags = libc::fcntl(writer_fd, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(writer_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    if flags < 0
+                        || libc::fcntl(writer_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                 } else if libc::dup2(writer_fd, RESPONSE_FD) < 0 {

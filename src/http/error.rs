@@ -60,9 +60,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
         if matches!(self, ApiError::QueueFull | ApiError::Unavailable(_)) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECS));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response
     }

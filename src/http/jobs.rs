@@ -69,7 +69,9 @@ impl RunSubmission {
             )));
         }
         if code.contains('\0') {
-            return Err(ApiError::BadRequest("code must not contain NUL characters".into()));
+            return Err(ApiError::BadRequest(
+                "code must not contain NUL characters".into(),
+            ));
         }
         if let Some(stdin) = &self.stdin {
             if stdin.len() > config.max_code_bytes {

@@ -2,14 +2,16 @@
 
 use serde::Serialize;
 
-use crate::store::{JobRecord, QueueCounts};
 use crate::domain::JobStatus;
+use crate::store::{JobRecord, QueueCounts};
 
 /// A job as `GET /api/v1/jobs/{id}` shows it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub id: String,
+    /// Acceptance order: the queue runs jobs in increasing `seq`.
+    pub seq: i64,
     pub kind: &'static str,
     pub language: Option<&'static str>,
     pub session_id: Option<String>,
@@ -35,6 +37,7 @@ impl From<&JobRecord> for JobView {
     fn from(job: &JobRecord) -> Self {
         JobView {
             id: job.id.to_string(),
+            seq: job.seq,
             kind: job.kind.as_str(),
             language: job.language.map(|language| language.as_str()),
             session_id: job.session_id.as_ref().map(|id| id.to_string()),

@@ -471,12 +471,11 @@ impl Store {
 
     /// A session's cells and summary, or `None` when the session has never been used.
     pub async fn session_view(&self, session: &SessionId) -> StoreResult<Option<SessionView>> {
-        let row = sqlx::query(
-            "SELECT id, generation, created_at, updated_at FROM sessions WHERE id = ?",
-        )
-        .bind(session.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT id, generation, created_at, updated_at FROM sessions WHERE id = ?")
+                .bind(session.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         let (_, cells) = self.load_history(session).await?;
         Ok(Some(SessionView {

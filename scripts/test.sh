@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The README's second command: set everything up, then run the whole test suite against the
+# real binary, real SQLite files, the real hyperon engine and a real Python interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --debug
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-2}"

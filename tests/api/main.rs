@@ -1,0 +1,10 @@
+//! Integration tests: each test starts the real `metta-learner-backend` binary on a loopback
+//! port with its own SQLite file, the real hyperon engine and the real Python interpreter
+//! (`support::TestServer`), and talks to it over HTTP. One test binary gathers them all.
+
+mod support;
+
+mod bad_input;
+mod jobs;
+mod metta;
+mod restart;

@@ -1,0 +1,301 @@
+//! The test harness: `TestServer` runs the real binary with a fresh database folder and gives
+//! an HTTP client and helpers; it can kill -9, SIGTERM and restart the server on the same
+//! database. Dropping it kills the server (its children die with it).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The binary under test.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_metta-learner-backend");
+
+/// The project's Python environment (made by scripts/setup.sh).
+pub fn project_python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+}
+
+/// A running server under test.
+pub struct TestServer {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    logs: Arc<Mutex<String>>,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts a server with default settings.
+    pub async fn start() -> TestServer {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra environment variables (e.g. `("RUN_TIMEOUT_SECS", "2")`).
+    pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::Builder::new()
+            .prefix("mlb-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = TestServer {
+            child: None,
+            base: String::new(),
+            dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            logs: Arc::new(Mutex::new(String::new())),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+        };
+        server.launch();
+        server
+    }
+
+    /// The SQLite file of this server.
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.path().join("data/test.db")
+    }
+
+    fn launch(&mut self) {
+        let database_url = format!("sqlite://{}", self.database_path().display());
+        let mut command = Command::new(BINARY);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .env("DATABASE_URL", database_url)
+            .env("PYTHON", project_python())
+            .env("RUST_LOG", "info")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start the server binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let (address_tx, address_rx) = mpsc::channel();
+        let logs = self.logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("listening on http://") {
+                    let address = line[at + "listening on ".len()..].trim().to_string();
+                    let _ = address_tx.send(address);
+                }
+                let mut logs = logs.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        self.child = Some(child);
+        match address_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => self.base = address,
+            Err(_) => panic!("the server did not start; its log:\n{}", self.logs()),
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The pid of the server's engine child, if one is running.
+    pub fn engine_pid(&self) -> Option<u32> {
+        let server = self.child.as_ref()?.id().to_string();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Field 4 of /proc/PID/stat (after the parenthesised name) is the parent pid.
+            let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+            let parent = after_name.split_whitespace().nth(1).unwrap_or("");
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let is_engine = cmdline.split(|b| *b == 0).any(|arg| arg == b"engine");
+            if parent == server && is_engine {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// kill -9 the server (its children die with it through PDEATHSIG).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the server to exit.
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same database (after `kill9` or `terminate`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        self.launch();
+    }
+
+    // ----- HTTP helpers -------------------------------------------------------------------
+
+    /// POST a JSON body; returns status and parsed JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        read(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("GET");
+        read(response).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE");
+        read(response).await
+    }
+
+    /// Submits a job (v1) and returns the answer's JSON; panics unless 200 or 202.
+    pub async fn submit(&self, body: Value) -> Value {
+        let (status, job) = self.post("/api/v1/jobs", body).await;
+        assert!(
+            status == 200 || status == 202,
+            "submit answered {status}: {job}"
+        );
+        job
+    }
+
+    /// Submits a job and waits (up to 60 s) for its final state.
+    pub async fn run(&self, body: Value) -> Value {
+        let job = self.submit(body).await;
+        self.wait_final(job["id"].as_str().expect("id")).await
+    }
+
+    /// Runs MeTTa code in a session and returns the final job.
+    pub async fn metta(&self, session: &str, code: &str) -> Value {
+        self.run(json!({"language": "metta", "code": code, "sessionId": session}))
+            .await
+    }
+
+    /// Waits for a job's final state with `?wait=` (up to 60 s per call, 3 calls).
+    pub async fn wait_final(&self, id: &str) -> Value {
+        for _ in 0..3 {
+            let (status, job) = self.get(&format!("/api/v1/jobs/{id}?wait=60")).await;
+            assert_eq!(status, 200, "{job}");
+            if is_final(&job) {
+                return job;
+            }
+        }
+        panic!("job {id} did not finish");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// True for a job JSON in a final state.
+pub fn is_final(job: &Value) -> bool {
+    matches!(
+        job["status"].as_str(),
+        Some("succeeded" | "failed" | "timed_out" | "cancelled")
+    )
+}
+
+/// Status and JSON body of a response (panics if the body is not JSON: every answer must be).
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("answer {status} is not JSON: {text:?}"));
+    (status, value)
+}
+
+/// Runs MeTTa code directly in hyperon (`metta-py`'s way) with the project's Python, outside
+/// the service: the reference the service's results must equal.
+pub fn direct_hyperon_run(program: &str) -> String {
+    let script = r#"
+import sys, hyperon
+program = sys.stdin.read()
+metta = hyperon.MeTTa(env_builder=hyperon.Environment.custom_env(working_dir='.', config_dir=''))
+for result in metta.run(program):
+    print(result)
+"#;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(project_python())
+        .arg("-I")
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("HOME", dir.path())
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(program.as_bytes()).expect("write program");
+    }
+    let output = child.wait_with_output().expect("python output");
+    assert!(
+        output.status.success(),
+        "direct hyperon run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
