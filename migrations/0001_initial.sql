@@ -42,6 +42,9 @@ CREATE TABLE jobs (
     stderr            TEXT,
     output_truncated  INTEGER NOT NULL DEFAULT 0,
     error             TEXT,
+    -- Who a failure is down to: 'code' (the learner's code), 'service' (ours),
+    -- 'not_found' (a history cut named a missing cell).
+    error_kind        TEXT,
     idempotency_key   TEXT UNIQUE,
     created_at        TEXT NOT NULL,
     started_at        TEXT,

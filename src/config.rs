@@ -100,6 +100,11 @@ pub struct Config {
     #[arg(long, env = "CHILD_OPEN_FILES", default_value_t = 256)]
     pub child_open_files: u64,
 
+    /// Bearer token that unlocks the instructor endpoints (`GET /api/v1/sessions`,
+    /// `GET /api/v1/sessions/{id}/jobs`); unset turns them off. Never logged.
+    #[arg(long, env = "INSTRUCTOR_TOKEN", hide_env_values = true)]
+    pub instructor_token: Option<String>,
+
     /// Seconds a legacy endpoint (`/run-metta`, …) waits for its job before answering 408.
     #[arg(long, env = "LEGACY_WAIT_SECS", default_value_t = 30)]
     pub legacy_wait_secs: u64,

@@ -277,6 +277,38 @@ impl JobStatus {
     }
 }
 
+/// Who a job's failure is down to; the legacy API turns it into a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The learner's code failed: a parse error, an exception, a non-zero exit, a crash it
+    /// caused, a limit it hit.
+    Code,
+    /// The service could not run the job (engine unavailable, storage fault).
+    Service,
+    /// A history cut named a codeId the session does not have.
+    NotFound,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Code => "code",
+            ErrorKind::Service => "service",
+            ErrorKind::NotFound => "not_found",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "code" => ErrorKind::Code,
+            "service" => ErrorKind::Service,
+            "not_found" => ErrorKind::NotFound,
+            _ => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::CapturedOutput;
-use crate::domain::{CodeId, JobKind, JobStatus, Language, SessionId};
+use crate::domain::{CodeId, ErrorKind, JobKind, JobStatus, Language, SessionId};
 use crate::engine::protocol::ResponseOutcome;
 use crate::engine::{EngineSupervisor, MettaRequest, MettaRunOutcome};
 use crate::job_signals::JobSignals;
@@ -88,8 +88,11 @@ impl Worker {
             (JobKind::Run, Some(Language::Python)) => self.run_python(&job).await,
             (JobKind::Run, Some(Language::Metta)) => self.run_metta(&job).await,
             (JobKind::Run, None) => {
-                let outcome =
-                    JobOutcome::with_error(JobStatus::Failed, "the job names no language");
+                let outcome = JobOutcome::with_error(
+                    JobStatus::Failed,
+                    ErrorKind::Service,
+                    "the job names no language",
+                );
                 self.store.finish_job(job.id, &outcome).await
             }
             (JobKind::ResetSession, _) => self.reset_session(&job).await,
@@ -99,6 +102,7 @@ impl Worker {
             tracing::error!(job = %job.id, "cannot store the job's outcome: {err}");
             let outcome = JobOutcome::with_error(
                 JobStatus::Failed,
+                ErrorKind::Service,
                 "internal error: the service could not store this job's result",
             );
             if let Err(err) = self.store.finish_job(job.id, &outcome).await {
@@ -115,6 +119,7 @@ impl Worker {
             .await;
         let stdout = run.stdout.text();
         let stderr = run.stderr.text();
+        let spawn_failed = matches!(run.exit, PythonExit::SpawnFailed(_));
         let (status, error) = match run.exit {
             PythonExit::Exited(0) => (JobStatus::Succeeded, None),
             PythonExit::Exited(code) => (
@@ -138,6 +143,11 @@ impl Worker {
             ),
             PythonExit::SpawnFailed(message) => (JobStatus::Failed, Some(message)),
         };
+        let error_kind = match (status, spawn_failed) {
+            (JobStatus::Succeeded, _) => None,
+            (_, true) => Some(ErrorKind::Service),
+            (_, false) => Some(ErrorKind::Code),
+        };
         let outcome = JobOutcome {
             status,
             result: Some(stdout.clone()),
@@ -146,6 +156,7 @@ impl Worker {
             stderr: Some(stderr),
             output_truncated: run.stdout.truncated || run.stderr.truncated,
             error,
+            error_kind,
         };
         self.store.finish_job(job.id, &outcome).await
     }
@@ -218,7 +229,8 @@ impl Worker {
             .clone()
             .unwrap_or_else(SessionId::default_session);
         let Some(code_id) = job.code_id.clone() else {
-            let outcome = JobOutcome::with_error(JobStatus::Failed, "codeId is required");
+            let outcome =
+                JobOutcome::with_error(JobStatus::Failed, ErrorKind::Service, "codeId is required");
             return self.store.finish_job(job.id, &outcome).await;
         };
         let removing = job.kind == JobKind::RemoveCell;
@@ -235,6 +247,7 @@ impl Worker {
                 }
                 CutOutcome::NotFound => JobOutcome::with_error(
                     JobStatus::Failed,
+                    ErrorKind::NotFound,
                     format!("codeId '{code_id}' is not in the history of session '{session}'"),
                 ),
             })
@@ -277,6 +290,7 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
         stderr: Some(stderr.text()),
         output_truncated: stdout.truncated || stderr.truncated,
         error: Some(error),
+        error_kind: Some(ErrorKind::Code),
     };
     match outcome {
         MettaRunOutcome::Answered {
@@ -284,14 +298,16 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
             stdout,
             stderr,
         } => {
-            let (status, error) = match response.outcome {
-                ResponseOutcome::Succeeded => (JobStatus::Succeeded, None),
+            let (status, kind, error) = match response.outcome {
+                ResponseOutcome::Succeeded => (JobStatus::Succeeded, None, None),
                 ResponseOutcome::Failed => (
                     JobStatus::Failed,
+                    Some(ErrorKind::Code),
                     Some(response.error.clone().unwrap_or_else(|| "MeTTa error".into())),
                 ),
                 ResponseOutcome::TimedOut => (
                     JobStatus::TimedOut,
+                    Some(ErrorKind::Code),
                     Some(format!(
                         "the MeTTa run reached its time limit of {} and was stopped; the results found so far are kept",
                         describe_duration(timeout)
@@ -299,6 +315,7 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
                 ),
                 ResponseOutcome::ReplayFailed => (
                     JobStatus::Failed,
+                    Some(ErrorKind::Service),
                     Some(format!(
                         "could not rebuild session '{session}' from its history: {}",
                         response.error.clone().unwrap_or_default()
@@ -306,6 +323,7 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
                 ),
                 other => (
                     JobStatus::Failed,
+                    Some(ErrorKind::Service),
                     Some(format!("internal error: unexpected engine answer {other:?}")),
                 ),
             };
@@ -318,10 +336,12 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
                 stderr: Some(stderr.text()),
                 output_truncated: stdout.truncated || stderr.truncated,
                 error,
+                error_kind: kind,
             }
         }
         MettaRunOutcome::NeedHistory => JobOutcome::with_error(
             JobStatus::Failed,
+            ErrorKind::Service,
             "internal error: the engine asked for a history it was just given",
         ),
         MettaRunOutcome::KilledAtDeadline { stdout, stderr } => with_output(
@@ -350,6 +370,7 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
         }
         MettaRunOutcome::Unavailable(reason) => JobOutcome::with_error(
             JobStatus::Failed,
+            ErrorKind::Service,
             format!("MeTTa engine not available: {reason}"),
         ),
     }

@@ -21,6 +21,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A run hit its deadline, or a legacy request waited out (the job goes on; `request_id`
+    /// fetches it later).
+    #[error("{message}")]
+    Timeout { message: String, request_id: String },
+    /// The service could not run the job; the message is ours and safe to show.
+    #[error("{0}")]
+    Fault(String),
     /// The queue holds `MAX_QUEUED_JOBS` jobs.
     #[error("the queue is full; try again shortly")]
     QueueFull,
@@ -48,6 +55,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Fault(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -58,7 +67,13 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        let body = match &self {
+            ApiError::Timeout { request_id, .. } => {
+                serde_json::json!({ "error": message, "requestId": request_id })
+            }
+            _ => serde_json::json!({ "error": message }),
+        };
+        let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::QueueFull | ApiError::Unavailable(_)) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

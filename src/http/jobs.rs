@@ -122,7 +122,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 }
 
 /// The `?wait=S` parameter: 0 to 60 seconds.
-fn wait_parameter(params: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
+pub fn wait_parameter(params: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
     let Some(text) = params.get("wait") else {
         return Ok(None);
     };
@@ -137,7 +137,7 @@ fn wait_parameter(params: &HashMap<String, String>) -> Result<Option<Duration>, 
     }
 }
 
-fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
+pub fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
     JobId::from_str(text).map_err(ApiError::BadRequest)
 }
 
@@ -182,10 +182,17 @@ async fn submit_job(
         idempotency_key: key,
     }
     .into_job(&state.config)?;
-    let job = match state.queue.submit(job).await? {
-        Submission::Accepted(job) | Submission::Existing(job) => job,
-        Submission::QueueFull => return Err(ApiError::QueueFull),
-    };
+    submit_and_respond(&state, job, wait).await
+}
+
+/// Queues `job` and answers as `POST /api/v1/jobs` does: `202` with the job, or with a
+/// `wait`, `200` with the finished job when it finishes in time.
+pub async fn submit_and_respond(
+    state: &AppState,
+    job: NewJob,
+    wait: Option<Duration>,
+) -> Result<Response, ApiError> {
+    let job = submit(state, job).await?;
     let job = match wait {
         Some(limit) if !job.status.is_final() => state
             .queue
@@ -195,6 +202,14 @@ async fn submit_job(
         _ => job,
     };
     Ok(job_response(&job))
+}
+
+/// Queues `job` (or finds the earlier one with its idempotency key).
+pub async fn submit(state: &AppState, job: NewJob) -> Result<JobRecord, ApiError> {
+    match state.queue.submit(job).await? {
+        Submission::Accepted(job) | Submission::Existing(job) => Ok(job),
+        Submission::QueueFull => Err(ApiError::QueueFull),
+    }
 }
 
 async fn get_job(

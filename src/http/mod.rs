@@ -7,6 +7,8 @@
 
 mod error;
 mod jobs;
+mod legacy;
+mod sessions;
 mod wire;
 
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(jobs::router())
+        .merge(sessions::router())
+        .merge(legacy::router())
         .fallback(unknown_route)
         .with_state(state)
         .layer(middleware::from_fn(errors_as_json))

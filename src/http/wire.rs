@@ -27,6 +27,8 @@ pub struct JobView {
     pub stderr: Option<String>,
     pub output_truncated: bool,
     pub error: Option<String>,
+    /// `code` (the learner's code failed), `service` (ours) or `not_found`.
+    pub error_kind: Option<&'static str>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -52,6 +54,7 @@ impl From<&JobRecord> for JobView {
             stderr: job.stderr.clone(),
             output_truncated: job.output_truncated,
             error: job.error.clone(),
+            error_kind: job.error_kind.map(|kind| kind.as_str()),
             created_at: job.created_at.clone(),
             started_at: job.started_at.clone(),
             finished_at: job.finished_at.clone(),

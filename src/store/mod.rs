@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::domain::{CodeId, JobId, JobStatus, Language, SessionId};
+use crate::domain::{CodeId, ErrorKind, JobId, JobStatus, Language, SessionId};
 pub use records::{
     CellRecord, JobOutcome, JobRecord, NewJob, QueueCounts, SessionSummary, SessionView,
 };
@@ -101,7 +101,7 @@ pub fn now_timestamp() -> String {
 
 const JOB_COLUMNS: &str = "seq, id, kind, language, session_id, code_id, code, stdin, \
      timeout_ms, status, attempts, result, results_json, stdout, stderr, output_truncated, \
-     error, idempotency_key, created_at, started_at, finished_at, duration_ms";
+     error, error_kind, idempotency_key, created_at, started_at, finished_at, duration_ms";
 
 impl Store {
     /// Opens (creating when missing) the database at `url` and applies pending migrations.
@@ -146,6 +146,8 @@ impl Store {
                 return Ok(EnqueueOutcome::Duplicate(existing));
             }
         }
+        let now = now_timestamp();
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, kind, language, session_id, code_id, code, stdin, timeout_ms, \
                                status, idempotency_key, created_at) \
@@ -162,10 +164,23 @@ impl Store {
         .bind(&job.stdin)
         .bind(job.timeout_ms as i64)
         .bind(&job.idempotency_key)
-        .bind(now_timestamp())
+        .bind(&now)
         .bind(max_queued as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if let (1, Some(session)) = (inserted.rows_affected(), &job.session_id) {
+            // Every session a job names is listed for instructors, even one whose runs all failed.
+            sqlx::query(
+                "INSERT INTO sessions (id, generation, created_at, updated_at) VALUES (?, 0, ?, ?) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(session.as_str())
+            .bind(&now)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         if inserted.rows_affected() == 1 {
             let record = self
                 .get_job(job.id)
@@ -487,6 +502,16 @@ impl Store {
         }))
     }
 
+    /// The number of cells in a session's history.
+    pub async fn history_length(&self, session: &SessionId) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE session_id = ?")
+                .bind(session.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Creates an empty session (for `POST /api/v1/sessions`).
     pub async fn create_session(&self, session: &SessionId) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
@@ -512,7 +537,8 @@ impl Store {
                     (SELECT COUNT(*) FROM jobs j WHERE j.session_id = s.id) AS jobs, \
                     (SELECT MIN(created_at) FROM jobs j WHERE j.session_id = s.id) AS first_job, \
                     (SELECT MAX(created_at) FROM jobs j WHERE j.session_id = s.id) AS last_job \
-             FROM sessions s ORDER BY s.updated_at DESC, s.id LIMIT ? OFFSET ?",
+             FROM sessions s ORDER BY COALESCE(last_job, s.updated_at) DESC, s.id \
+             LIMIT ? OFFSET ?",
         )
         .bind(limit)
         .bind(offset)
@@ -577,7 +603,7 @@ async fn write_job_outcome(
         .map(|results| serde_json::to_string(results).unwrap_or_else(|_| "[]".into()));
     sqlx::query(
         "UPDATE jobs SET status = ?, result = ?, results_json = ?, stdout = ?, stderr = ?, \
-             output_truncated = ?, error = ?, finished_at = ?, \
+             output_truncated = ?, error = ?, error_kind = ?, finished_at = ?, \
              duration_ms = CAST(ROUND((julianday(?) - julianday(started_at)) * 86400000) AS INTEGER) \
          WHERE id = ? AND status = 'running'",
     )
@@ -588,6 +614,7 @@ async fn write_job_outcome(
     .bind(&outcome.stderr)
     .bind(outcome.output_truncated)
     .bind(&outcome.error)
+    .bind(outcome.error_kind.map(ErrorKind::as_str))
     .bind(now_timestamp())
     .bind(now_timestamp())
     .bind(id.to_string())

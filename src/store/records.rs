@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sqlx::sqlite::SqliteRow;
 
 use super::{column, optional_column, parse_column, parse_job_id, StoreResult};
-use crate::domain::{CodeId, JobId, JobKind, JobStatus, Language, SessionId};
+use crate::domain::{CodeId, ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
 
 /// A job to be stored.
 #[derive(Debug, Clone)]
@@ -20,6 +20,23 @@ pub struct NewJob {
     pub stdin: Option<String>,
     pub timeout_ms: u64,
     pub idempotency_key: Option<String>,
+}
+
+impl NewJob {
+    /// A job that changes a session's history (reset, reset-to, remove) without running code.
+    pub fn session_change(kind: JobKind, session: SessionId, code_id: Option<CodeId>) -> Self {
+        NewJob {
+            id: JobId::new(),
+            kind,
+            language: None,
+            session_id: Some(session),
+            code_id,
+            code: String::new(),
+            stdin: None,
+            timeout_ms: 0,
+            idempotency_key: None,
+        }
+    }
 }
 
 /// A stored job.
@@ -45,6 +62,7 @@ pub struct JobRecord {
     pub stderr: Option<String>,
     pub output_truncated: bool,
     pub error: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     pub idempotency_key: Option<String>,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -74,6 +92,9 @@ impl JobRecord {
             stderr: column(row, "stderr")?,
             output_truncated: column(row, "output_truncated")?,
             error: column(row, "error")?,
+            error_kind: optional_column(row, "error_kind", |text| {
+                ErrorKind::parse(text).ok_or_else(|| format!("error_kind = '{text}'"))
+            })?,
             idempotency_key: column(row, "idempotency_key")?,
             created_at: column(row, "created_at")?,
             started_at: column(row, "started_at")?,
@@ -94,11 +115,12 @@ pub struct JobOutcome {
     pub stderr: Option<String>,
     pub output_truncated: bool,
     pub error: Option<String>,
+    pub error_kind: Option<ErrorKind>,
 }
 
 impl JobOutcome {
     /// A job that ended without running code: `status` with only an error message.
-    pub fn with_error(status: JobStatus, error: impl Into<String>) -> Self {
+    pub fn with_error(status: JobStatus, kind: ErrorKind, error: impl Into<String>) -> Self {
         JobOutcome {
             status,
             result: None,
@@ -107,6 +129,7 @@ impl JobOutcome {
             stderr: None,
             output_truncated: false,
             error: Some(error.into()),
+            error_kind: Some(kind),
         }
     }
 
@@ -120,6 +143,7 @@ impl JobOutcome {
             stderr: None,
             output_truncated: false,
             error: None,
+            error_kind: None,
         }
     }
 }
