@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::{EngineSettings, EngineSupervisor};
-use crate::http::{router, AppState};
+use crate::http::{router, serve, AppState, ConnectionLimits};
 use crate::job_signals::JobSignals;
 use crate::python_runner::PythonRunner;
 use crate::queue::JobQueue;
+use crate::sandbox::{plan_containment, prepare_scratch};
 use crate::store::Store;
 use crate::worker::Worker;
 
@@ -39,6 +40,7 @@ impl Application {
         config.python = std::path::absolute(&config.python)
             .with_context(|| format!("PYTHON path {} is not usable", config.python.display()))?;
 
+        protect_server_process();
         let store = Store::open(&config.database_url, config.sqlite_synchronous)
             .await
             .with_context(|| format!("cannot open the database {}", config.database_url))?;
@@ -61,6 +63,20 @@ impl Application {
             }
         };
         let executable = std::env::current_exe().context("cannot find the server's executable")?;
+        store.restrict_file_access();
+        let scratch = config.scratch_root();
+        prepare_scratch(&scratch)
+            .with_context(|| format!("cannot prepare the scratch folder {}", scratch.display()))?;
+        let plan = plan_containment(
+            config.containment_settings(),
+            &[
+                (config.python.as_path(), &["-I", "-c", "import hyperon"]),
+                (executable.as_path(), &["--version"]),
+            ],
+        );
+        for warning in &plan.warnings {
+            tracing::warn!("containment: {warning}");
+        }
         let engine = EngineSupervisor::new(EngineSettings {
             executable,
             sys_path,
@@ -68,11 +84,13 @@ impl Application {
             kill_grace: Duration::from_millis(config.engine_kill_grace_ms),
             replay_timeout: Duration::from_secs(config.replay_timeout_secs),
             max_output_bytes: config.max_output_bytes,
-            limits: config.child_limits(),
+            containment: plan.engine,
+            scratch: scratch.clone(),
         });
         let python = PythonRunner {
             python: config.python.clone(),
-            limits: config.child_limits(),
+            containment: plan.python,
+            scratch,
             max_output_bytes: config.max_output_bytes,
         };
 
@@ -124,14 +142,13 @@ impl Application {
         let worker = tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace()));
 
         tracing::info!("listening on http://{}", listener.local_addr()?);
-        let server_shutdown = shutdown.clone();
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-        .await
-        .context("the HTTP server failed")?;
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+            drain_timeout: config.shutdown_grace() + Duration::from_secs(2),
+        };
+        serve(listener, app, limits, shutdown.clone()).await;
         tracing::info!("stopped accepting requests; waiting for the worker");
         if let Err(err) = worker.await {
             tracing::error!("the worker task failed: {err}");
@@ -140,6 +157,18 @@ impl Application {
         tracing::info!("shut down cleanly");
         Ok(())
     }
+}
+
+/// Keeps learners' children away from the server's own secrets: files the server creates are
+/// private to its user, and its `/proc` entries (environment, memory) are unreadable to
+/// processes of the same uid (which children are when the server is not root).
+fn protect_server_process() {
+    // SAFETY: umask and prctl change only this process's own attributes.
+    unsafe {
+        libc::umask(0o077);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
+    crate::sandbox::become_subreaper();
 }
 
 /// Asks the project's Python for its `sys.path` and checks that it imports hyperon.

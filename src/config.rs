@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::sandbox::ChildLimits;
+use crate::sandbox::{ChildLimits, ContainmentSettings, Identity};
 use crate::store::Durability;
 
 /// Settings of the HTTP server, the queue, the runners and the containment of children.
@@ -100,6 +100,62 @@ pub struct Config {
     #[arg(long, env = "CHILD_OPEN_FILES", default_value_t = 256)]
     pub child_open_files: u64,
 
+    /// When the server runs as root: the uid Python jobs run under.
+    #[arg(long, env = "CHILD_UID", default_value_t = 65534)]
+    pub child_uid: u32,
+
+    /// When the server runs as root: the uid the MeTTa engine runs under (apart from Python
+    /// jobs, so sweeping one's leftovers never touches the other).
+    #[arg(long, env = "ENGINE_UID", default_value_t = 65533)]
+    pub engine_uid: u32,
+
+    /// When the server runs as root: the gid of both kinds of children.
+    #[arg(long, env = "CHILD_GID", default_value_t = 65534)]
+    pub child_gid: u32,
+
+    /// Folder for children's temporary working directories, emptied at start-up (default: a
+    /// folder in the system temp dir named after DATABASE_URL, so two servers never share one).
+    #[arg(long, env = "SCRATCH_DIR")]
+    pub scratch_dir: Option<PathBuf>,
+
+    /// Whether a root server runs children under CHILD_UID / ENGINE_UID.
+    #[arg(long, env = "CHILD_DROP_PRIVILEGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub child_drop_privileges: bool,
+
+    /// Whether children get a new, empty network namespace (needs root or CAP_SYS_ADMIN).
+    #[arg(long, env = "CHILD_NETWORK_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub child_network_isolation: bool,
+
+    /// Seconds a client may take to send a request's headers (slow clients are cut off).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a client may take to send a request's body.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_read_timeout_secs: u64,
+
+    /// Largest request head (request line and headers), in bytes.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most headers one request may carry.
+    #[arg(long, env = "MAX_HEADERS", default_value_t = 64)]
+    pub max_headers: usize,
+
+    /// Requests that submit work (POST, DELETE) one client may make per minute; 0 turns the
+    /// limit off. Beyond it the answer is 429 with Retry-After.
+    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+
+    /// How many such requests a client may make at once before the per-minute rate applies.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
+    /// Whether the client is named by the first `X-Forwarded-For` address (set this behind a
+    /// proxy such as Railway's, which is the peer of every connection) or by the peer address.
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+
     /// Bearer token that unlocks the instructor endpoints (`GET /api/v1/sessions`,
     /// `GET /api/v1/sessions/{id}/jobs`); unset turns them off. Never logged.
     #[arg(long, env = "INSTRUCTOR_TOKEN", hide_env_values = true)]
@@ -121,15 +177,28 @@ impl Config {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
-    /// The resource limits of children; CPU time is set per Python job from its deadline.
-    pub fn child_limits(&self) -> ChildLimits {
+    /// How children are to be contained; `sandbox::plan_containment` checks it against the host.
+    pub fn containment_settings(&self) -> ContainmentSettings {
         const MIB: u64 = 1024 * 1024;
-        ChildLimits {
-            memory_bytes: self.child_memory_mb.saturating_mul(MIB),
-            cpu_secs: None,
-            max_processes: self.child_max_processes,
-            file_size_bytes: self.child_file_size_mb.saturating_mul(MIB),
-            open_files: self.child_open_files,
+        ContainmentSettings {
+            limits: ChildLimits {
+                memory_bytes: self.child_memory_mb.saturating_mul(MIB),
+                // Set per Python job from its deadline; the long-lived engine has deadlines instead.
+                cpu_secs: None,
+                max_processes: self.child_max_processes,
+                file_size_bytes: self.child_file_size_mb.saturating_mul(MIB),
+                open_files: self.child_open_files,
+            },
+            python_identity: Identity {
+                uid: self.child_uid,
+                gid: self.child_gid,
+            },
+            engine_identity: Identity {
+                uid: self.engine_uid,
+                gid: self.child_gid,
+            },
+            drop_privileges: self.child_drop_privileges,
+            isolate_network: self.child_network_isolation,
         }
     }
 
@@ -144,6 +213,9 @@ impl Config {
             ("MAX_LIVE_SESSIONS", self.max_live_sessions as u64),
             ("REPLAY_TIMEOUT_SECS", self.replay_timeout_secs),
             ("CHILD_MEMORY_MB", self.child_memory_mb),
+            ("HEADER_READ_TIMEOUT_SECS", self.header_read_timeout_secs),
+            ("BODY_READ_TIMEOUT_SECS", self.body_read_timeout_secs),
+            ("MAX_HEADERS", self.max_headers as u64),
             ("CHILD_OPEN_FILES", self.child_open_files),
         ];
         for (name, value) in positive {
@@ -151,11 +223,40 @@ impl Config {
                 return Err(format!("{name} must be greater than 0"));
             }
         }
+        if self.max_header_bytes < 8192 {
+            return Err("MAX_HEADER_BYTES must be at least 8192".into());
+        }
+        if self.rate_limit_per_minute > 0 && self.rate_limit_burst == 0 {
+            return Err(
+                "RATE_LIMIT_BURST must be at least 1 when RATE_LIMIT_PER_MINUTE is set".into(),
+            );
+        }
+        if self.child_uid == 0 || self.engine_uid == 0 || self.child_gid == 0 {
+            return Err("CHILD_UID, ENGINE_UID and CHILD_GID must not be 0 (root)".into());
+        }
+        if self.child_uid == self.engine_uid {
+            return Err("CHILD_UID and ENGINE_UID must differ".into());
+        }
         // Python code travels as one command-line argument, which Linux caps at 128 KiB.
         if self.max_code_bytes > 120 * 1024 {
             return Err("MAX_CODE_BYTES may be at most 122880 (120 KiB)".into());
         }
         Ok(())
+    }
+
+    /// The scratch folder: `SCRATCH_DIR`, or one derived from the database URL.
+    pub fn scratch_root(&self) -> PathBuf {
+        if let Some(dir) = &self.scratch_dir {
+            return dir.clone();
+        }
+        // FNV-1a: stable across builds, unlike the std hasher.
+        let hash = self
+            .database_url
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        std::env::temp_dir().join(format!("metta-learner-{hash:016x}"))
     }
 
     /// Allowed CORS origins, or `None` for any origin.

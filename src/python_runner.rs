@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::capture::{read_capped, CapturedOutput};
-use crate::sandbox::{child_work_dir, contained_command, kill_group, ChildLimits, GroupGuard};
+use crate::sandbox::{child_work_dir, contained_command, kill_group, Containment, GroupGuard};
 
 /// How long to keep draining output after the child is gone (a grandchild that escaped the
 /// group may hold the pipe open; its output is not waited for).
@@ -41,7 +41,9 @@ pub struct PythonRun {
 #[derive(Debug, Clone)]
 pub struct PythonRunner {
     pub python: PathBuf,
-    pub limits: ChildLimits,
+    pub containment: Containment,
+    /// Where the per-job working directories go (see `sandbox::prepare_scratch`).
+    pub scratch: PathBuf,
     pub max_output_bytes: usize,
 }
 
@@ -55,15 +57,15 @@ impl PythonRunner {
             stderr: CapturedOutput::default(),
             elapsed: started.elapsed(),
         };
-        let work_dir = match child_work_dir("mlb-python-") {
+        let work_dir = match child_work_dir(&self.scratch, "python-", self.containment.identity) {
             Ok(dir) => dir,
             Err(err) => return failed(format!("cannot create a working directory: {err}")),
         };
-        let mut limits = self.limits;
+        let mut containment = self.containment;
         // CPU time a little above the wall-clock deadline: a busy loop dies by the deadline
         // first, and a child that forks CPU burners still cannot outlive its budget.
-        limits.cpu_secs = Some(timeout.as_secs() + 2);
-        let mut command = contained_command(&self.python, work_dir.path(), limits);
+        containment.limits.cpu_secs = Some(timeout.as_secs() + 2);
+        let mut command = contained_command(&self.python, work_dir.path(), containment);
         command.arg("-I").arg("-c").arg(code);
         let mut child = match command.spawn() {
             Ok(child) => child,

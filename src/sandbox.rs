@@ -2,8 +2,13 @@
 //!
 //! Every child starts in its own session and process group (so it is killed whole), with a
 //! cleared environment (no secret the server was given), a private temporary working directory
-//! and resource limits. This module builds such commands and kills such groups; it never decides
-//! deadlines or reads output (the runners do).
+//! and resource limits. When the server runs as root, children also run under an unprivileged
+//! uid (so they cannot read the database or the server's `/proc` entries) and in a new network
+//! namespace (no network) where the kernel allows it; `plan_containment` finds out at start-up
+//! what this host allows and says what it does not.
+//!
+//! This module builds such commands and kills such processes; it never decides deadlines or
+//! reads output (the runners do).
 
 use std::io;
 use std::path::Path;
@@ -27,6 +32,23 @@ pub struct ChildLimits {
     pub open_files: u64,
 }
 
+/// An unprivileged identity for children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// How one kind of child is contained.
+#[derive(Debug, Clone, Copy)]
+pub struct Containment {
+    pub limits: ChildLimits,
+    /// `None`: the child keeps the server's uid (the server is not root, or dropping failed).
+    pub identity: Option<Identity>,
+    /// Whether the child gets a new, empty network namespace.
+    pub new_network: bool,
+}
+
 /// Environment variables a child gets; nothing else of the server's environment passes.
 fn child_environment(work_dir: &Path) -> Vec<(&'static str, String)> {
     vec![
@@ -40,8 +62,9 @@ fn child_environment(work_dir: &Path) -> Vec<(&'static str, String)> {
 }
 
 /// A command for `program` that runs contained: own session, cleared environment, `work_dir`
-/// as its working directory and home, piped stdio, the given limits, and killed when dropped.
-pub fn contained_command(program: &Path, work_dir: &Path, limits: ChildLimits) -> Command {
+/// as its working directory and home, piped stdio, limits, identity and network as planned,
+/// and killed when dropped.
+pub fn contained_command(program: &Path, work_dir: &Path, containment: Containment) -> Command {
     let mut command = Command::new(program);
     command
         .env_clear()
@@ -52,23 +75,34 @@ pub fn contained_command(program: &Path, work_dir: &Path, limits: ChildLimits) -
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (setsid, prctl, setrlimit).
+    // async-signal-safe functions (setsid, prctl, unshare, setrlimit, setgroups, setgid, setuid).
     unsafe {
-        command.pre_exec(move || apply_in_child(limits));
+        command.pre_exec(move || apply_in_child(containment));
     }
     command
 }
 
-fn apply_in_child(limits: ChildLimits) -> io::Result<()> {
-    // A new session makes the child the leader of a new process group whose id is its pid,
-    // so `kill_group(pid)` reaches everything it starts (unless that calls setsid itself).
-    if unsafe { libc::setsid() } < 0 {
-        return Err(io::Error::last_os_error());
+fn check(result: libc::c_int) -> io::Result<()> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
-    // If the server dies (even by kill -9), the child dies with it instead of running on.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } < 0 {
-        return Err(io::Error::last_os_error());
+}
+
+fn apply_in_child(containment: Containment) -> io::Result<()> {
+    // SAFETY (all calls below): plain system calls on the child's own process state.
+    unsafe {
+        // A new session makes the child the leader of a new process group whose id is its
+        // pid, so `kill_group(pid)` reaches everything it starts (unless that calls setsid).
+        check(libc::setsid())?;
+        // If the server dies (even by kill -9), the child dies with it instead of running on.
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+        if containment.new_network {
+            check(libc::unshare(libc::CLONE_NEWNET))?;
+        }
     }
+    let limits = containment.limits;
     set_limit(libc::RLIMIT_AS, limits.memory_bytes)?;
     if let Some(cpu) = limits.cpu_secs {
         set_limit(libc::RLIMIT_CPU, cpu)?;
@@ -77,6 +111,14 @@ fn apply_in_child(limits: ChildLimits) -> io::Result<()> {
     set_limit(libc::RLIMIT_FSIZE, limits.file_size_bytes)?;
     set_limit(libc::RLIMIT_NOFILE, limits.open_files)?;
     set_limit(libc::RLIMIT_CORE, 0)?;
+    if let Some(identity) = containment.identity {
+        // SAFETY: as above; the order (groups, gid, then uid) is the one that can succeed.
+        unsafe {
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setgid(identity.gid))?;
+            check(libc::setuid(identity.uid))?;
+        }
+    }
     Ok(())
 }
 
@@ -85,10 +127,8 @@ fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> 
         rlim_cur: value as libc::rlim_t,
         rlim_max: value as libc::rlim_t,
     };
-    if unsafe { libc::setrlimit(resource, &limit) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // SAFETY: setrlimit reads the struct we pass.
+    check(unsafe { libc::setrlimit(resource, &limit) })
 }
 
 /// Sends SIGKILL to the whole process group led by `leader_pid` (no effect when it is gone).
@@ -102,9 +142,60 @@ pub fn kill_group(leader_pid: u32) {
     }
 }
 
-/// Makes a private temporary working directory for one child, removed when dropped.
-pub fn child_work_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
-    tempfile::Builder::new().prefix(prefix).tempdir()
+/// Makes this process the reaper of its descendants' orphans: a process that a child left
+/// behind (a double fork, a daemon that called setsid) becomes our child instead of init's,
+/// so `reap_orphans` can find and end it. Called once by the server at start-up.
+pub fn become_subreaper() {
+    // SAFETY: prctl on this process's own attributes.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+    }
+}
+
+/// Kills and reaps every child of this process except `keep` (the live engine): what
+/// learners' code left running after its job, found because we are its subreaper. Cheap when
+/// there is nothing: a look at our threads' child lists. Repeats while a fork bomb still
+/// hands us new orphans, up to a bound.
+pub fn reap_orphans(keep: &[u32]) -> usize {
+    let me = std::process::id();
+    let mut reaped = 0;
+    for _ in 0..50 {
+        let orphans: Vec<u32> = children_of(me)
+            .into_iter()
+            .filter(|pid| !keep.contains(pid))
+            .collect();
+        if orphans.is_empty() {
+            break;
+        }
+        for pid in orphans {
+            // SAFETY: signalling and reaping our own child, which no one else waits for
+            // (tokio waits only for the children it spawned, which `keep` names).
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+                libc::kill(pid as i32, libc::SIGKILL);
+                let mut status = 0;
+                libc::waitpid(pid as i32, &mut status, 0);
+            }
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// The direct children of `pid` (all its threads'), from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// Kills a child's process group when dropped, so a job abandoned mid-run (shutdown, a
@@ -115,5 +206,159 @@ pub struct GroupGuard(pub u32);
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         kill_group(self.0);
+    }
+}
+
+/// Makes a private temporary working directory for one child, owned by the child's identity
+/// (when it has one) and removed when dropped.
+pub fn child_work_dir(
+    scratch: &Path,
+    prefix: &str,
+    identity: Option<Identity>,
+) -> io::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(scratch)?;
+    if let Some(identity) = identity {
+        std::os::unix::fs::chown(dir.path(), Some(identity.uid), Some(identity.gid))?;
+    }
+    Ok(dir)
+}
+
+/// Empties and recreates the folder that holds children's working directories, so what a
+/// killed server left there (kill -9 skips every clean-up) goes at the next start. Mode 0711:
+/// children may pass through to their own folder but not list the others.
+pub fn prepare_scratch(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if root.exists() {
+        std::fs::remove_dir_all(root)?;
+    }
+    std::fs::create_dir_all(root)?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
+}
+
+/// What the host allows, decided once at start-up.
+#[derive(Debug, Clone)]
+pub struct ContainmentPlan {
+    pub python: Containment,
+    pub engine: Containment,
+    /// One line each for what is not contained on this host.
+    pub warnings: Vec<String>,
+}
+
+/// Settings that shape the plan (from `Config`).
+#[derive(Debug, Clone, Copy)]
+pub struct ContainmentSettings {
+    pub limits: ChildLimits,
+    pub python_identity: Identity,
+    pub engine_identity: Identity,
+    /// Whether to drop to the identities at all when running as root.
+    pub drop_privileges: bool,
+    /// Whether to give children a new network namespace.
+    pub isolate_network: bool,
+}
+
+/// Finds out what this host allows: tries each measure on a throw-away child running
+/// `probe_program probe_args` (the programs children will run, so a uid that cannot run them
+/// is found out here, not at the first job).
+pub fn plan_containment(
+    settings: ContainmentSettings,
+    probes: &[(&Path, &[&str])],
+) -> ContainmentPlan {
+    let mut warnings = Vec::new();
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let mut new_network = settings.isolate_network;
+    let mut drop_privileges = settings.drop_privileges && is_root;
+
+    if new_network {
+        let probe = Containment {
+            limits: settings.limits,
+            identity: None,
+            new_network: true,
+        };
+        if let Err(err) = probe_run(Path::new("/bin/true"), &[], probe) {
+            warnings.push(format!(
+                "children are NOT cut off from the network: this host refuses a new network namespace ({err}); learners' code can open connections"
+            ));
+            new_network = false;
+        }
+    } else {
+        warnings.push(
+            "children are NOT cut off from the network (CHILD_NETWORK_ISOLATION=false)".into(),
+        );
+    }
+
+    if !is_root {
+        warnings.push(
+            "the server does not run as root: children keep its uid, so they can read the database file and anything else this user can"
+                .into(),
+        );
+    } else if !settings.drop_privileges {
+        warnings.push("children run as root (CHILD_DROP_PRIVILEGES=false)".into());
+    }
+    if drop_privileges {
+        for identity in [settings.python_identity, settings.engine_identity] {
+            let probe = Containment {
+                limits: settings.limits,
+                identity: Some(identity),
+                new_network,
+            };
+            for (program, args) in probes {
+                if let Err(err) = probe_run(program, args, probe) {
+                    warnings.push(format!(
+                        "children run as root: uid {} cannot run {} ({err}); install the project where other users can read it",
+                        identity.uid,
+                        program.display()
+                    ));
+                    drop_privileges = false;
+                    break;
+                }
+            }
+            if !drop_privileges {
+                break;
+            }
+        }
+    }
+    let containment = |identity| Containment {
+        limits: settings.limits,
+        identity: drop_privileges.then_some(identity),
+        new_network,
+    };
+    ContainmentPlan {
+        python: containment(settings.python_identity),
+        engine: containment(settings.engine_identity),
+        warnings,
+    }
+}
+
+fn probe_run(program: &Path, args: &[&str], containment: Containment) -> Result<(), String> {
+    let dir = child_work_dir(&std::env::temp_dir(), "mlb-probe-", containment.identity)
+        .map_err(|err| err.to_string())?;
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(child_environment(dir.path()))
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: as in `contained_command`.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            apply_in_child(containment)
+        });
+    }
+    let output = command.output().map_err(|err| err.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(stderr
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("it failed")
+            .to_string())
     }
 }

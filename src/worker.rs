@@ -17,6 +17,7 @@ use crate::engine::protocol::ResponseOutcome;
 use crate::engine::{EngineSupervisor, MettaRequest, MettaRunOutcome};
 use crate::job_signals::JobSignals;
 use crate::python_runner::{PythonExit, PythonRunner};
+use crate::sandbox::reap_orphans;
 use crate::store::{CutOutcome, JobOutcome, JobRecord, Store, StoreError};
 
 /// The message of a successful reset, as the original service answered it.
@@ -77,6 +78,11 @@ impl Worker {
                 break;
             }
             signals.job_finished(id);
+            let engine: Vec<u32> = self.engine.pid().into_iter().collect();
+            let reaped = reap_orphans(&engine);
+            if reaped > 0 {
+                tracing::info!(job = %id, reaped, "ended processes the job left behind");
+            }
         }
         self.engine.stop();
         tracing::info!("worker stopped");

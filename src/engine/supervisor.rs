@@ -21,7 +21,7 @@ use super::child::RESPONSE_FD;
 use super::protocol::{EngineResponse, ResponseOutcome, RunRequest};
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
-use crate::sandbox::{child_work_dir, contained_command, kill_group, ChildLimits};
+use crate::sandbox::{child_work_dir, children_of, contained_command, kill_group, Containment};
 
 /// How long a new engine child may take to import hyperon and say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,7 +41,9 @@ pub struct EngineSettings {
     pub kill_grace: Duration,
     pub replay_timeout: Duration,
     pub max_output_bytes: usize,
-    pub limits: ChildLimits,
+    pub containment: Containment,
+    /// Where the engine's working directory goes (see `sandbox::prepare_scratch`).
+    pub scratch: PathBuf,
 }
 
 /// One MeTTa run as the worker asks for it.
@@ -101,6 +103,21 @@ impl Drop for EngineProcess {
     }
 }
 
+impl EngineProcess {
+    /// Kills what the last job started and left running (a background process), keeping the
+    /// engine itself; their own orphans come to the server, whose worker reaps them.
+    /// Cheap when there is nothing: one look at the engine's children.
+    fn kill_leftovers(&self) {
+        for pid in children_of(self.leader) {
+            // SAFETY: signalling a process; no memory effects.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Supervises at most one engine child at a time.
 pub struct EngineSupervisor {
     settings: EngineSettings,
@@ -115,6 +132,11 @@ impl EngineSupervisor {
             process: None,
             hyperon_version: None,
         }
+    }
+
+    /// The engine child's pid, while one runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|process| process.leader)
     }
 
     /// hyperon's version, once a child has started.
@@ -313,6 +335,7 @@ impl EngineSupervisor {
                     }
                 };
                 let _ = tokio::time::timeout(MARKER_WAIT, collect).await;
+                process.kill_leftovers();
                 MettaRunOutcome::Answered {
                     response,
                     stdout: stdout.finish(),
@@ -338,17 +361,15 @@ impl EngineSupervisor {
     }
 
     async fn spawn(&mut self) -> Result<EngineProcess, String> {
-        let work_dir = child_work_dir("mlb-engine-")
+        let containment = self.settings.containment;
+        let work_dir = child_work_dir(&self.settings.scratch, "engine-", containment.identity)
             .map_err(|err| format!("cannot create the engine's working directory: {err}"))?;
         let (response_reader, response_writer) = response_pipe()
             .map_err(|err| format!("cannot create the engine's answer pipe: {err}"))?;
         let sys_path =
             serde_json::to_string(&self.settings.sys_path).unwrap_or_else(|_| "[]".into());
-        let mut command = contained_command(
-            &self.settings.executable,
-            work_dir.path(),
-            self.settings.limits,
-        );
+        let mut command =
+            contained_command(&self.settings.executable, work_dir.path(), containment);
         command
             .arg("engine")
             .arg("--max-live-sessions")

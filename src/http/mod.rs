@@ -8,6 +8,8 @@
 mod error;
 mod jobs;
 mod legacy;
+mod rate_limit;
+mod serve;
 mod sessions;
 mod wire;
 
@@ -22,10 +24,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::Config;
 use crate::queue::JobQueue;
 pub use error::ApiError;
+pub use serve::{serve, ConnectionLimits};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -37,7 +41,13 @@ pub struct AppState {
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let body_timeout = std::time::Duration::from_secs(state.config.body_read_timeout_secs);
     let cors = cors_layer(&state.config);
+    let limiter = rate_limit::RateLimiter::new(
+        state.config.rate_limit_per_minute,
+        state.config.rate_limit_burst,
+        state.config.trust_forwarded_for,
+    );
     Router::new()
         .route("/health", get(health))
         .merge(jobs::router())
@@ -45,8 +55,13 @@ pub fn router(state: AppState) -> Router {
         .merge(legacy::router())
         .fallback(unknown_route)
         .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            limiter,
+            rate_limit::limit_submissions,
+        ))
         .layer(middleware::from_fn(errors_as_json))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(cors)
 }
 

@@ -92,6 +92,8 @@ pub enum Durability {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The database file (for `restrict_file_access`).
+    path: std::path::PathBuf,
 }
 
 /// The current time as stored: RFC 3339 in UTC with milliseconds, so text order is time order.
@@ -115,6 +117,7 @@ impl Store {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let path = options.get_filename().to_path_buf();
         if let Some(folder) = options.get_filename().parent() {
             if !folder.as_os_str().is_empty() && !Path::new(folder).exists() {
                 std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
@@ -128,7 +131,39 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, path })
+    }
+
+    /// Makes the database file (and its WAL files) readable by the server's user only, and
+    /// its folder too unless it is a shared one (sticky, like /tmp): children that run under
+    /// another uid can then neither read nor list it.
+    pub fn restrict_file_access(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |path: &Path, mode: u32| {
+            if path.exists() {
+                if let Err(err) =
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                {
+                    tracing::warn!("cannot restrict access to {}: {err}", path.display());
+                }
+            }
+        };
+        let file = self.path.as_os_str().to_string_lossy().into_owned();
+        for suffix in ["", "-wal", "-shm"] {
+            set(Path::new(&format!("{file}{suffix}")), 0o600);
+        }
+        if let Some(folder) = self
+            .path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+        {
+            let sticky = std::fs::metadata(folder)
+                .map(|meta| meta.permissions().mode() & 0o1000 != 0)
+                .unwrap_or(true);
+            if !sticky {
+                set(folder, 0o700);
+            }
+        }
     }
 
     /// Closes every connection (checkpointing the WAL).
