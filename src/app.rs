@@ -17,7 +17,7 @@ use crate::http::{router, serve, AppState, ConnectionLimits};
 use crate::job_signals::JobSignals;
 use crate::python_runner::PythonRunner;
 use crate::queue::JobQueue;
-use crate::sandbox::{plan_containment, prepare_scratch};
+use crate::sandbox::{plan_containment, prepare_scratch, ChildLimits, Containment};
 use crate::store::Store;
 use crate::worker::Worker;
 
@@ -81,10 +81,17 @@ impl Application {
             executable,
             sys_path,
             max_live_sessions: config.max_live_sessions,
+            memory_budget_mb: config.engine_memory_budget_mb(),
             kill_grace: Duration::from_millis(config.engine_kill_grace_ms),
             replay_timeout: Duration::from_secs(config.replay_timeout_secs),
             max_output_bytes: config.max_output_bytes,
-            containment: plan.engine,
+            containment: Containment {
+                limits: ChildLimits {
+                    memory_bytes: config.engine_memory_mb.saturating_mul(1024 * 1024),
+                    ..plan.engine.limits
+                },
+                ..plan.engine
+            },
             scratch: scratch.clone(),
         });
         let python = PythonRunner {

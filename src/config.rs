@@ -88,6 +88,12 @@ pub struct Config {
     #[arg(long, env = "CHILD_MEMORY_MB", default_value_t = 2048)]
     pub child_memory_mb: u64,
 
+    /// Address-space limit of the MeTTa engine, in MiB. A run is stopped when the engine's
+    /// resident memory passes this less 1 GiB (hyperon's evaluation of an endless loop grows
+    /// by about 100 MB/s, so an endless loop needs ~3 GiB to reach a 30 s deadline).
+    #[arg(long, env = "ENGINE_MEMORY_MB", default_value_t = 6144)]
+    pub engine_memory_mb: u64,
+
     /// Processes a child's user may have (RLIMIT_NPROC; the kernel ignores it for root).
     #[arg(long, env = "CHILD_MAX_PROCESSES", default_value_t = 256)]
     pub child_max_processes: u64,
@@ -223,6 +229,11 @@ impl Config {
                 return Err(format!("{name} must be greater than 0"));
             }
         }
+        if self.engine_memory_mb < 2048 {
+            return Err(
+                "ENGINE_MEMORY_MB must be at least 2048 (the engine reserves 1 GiB)".into(),
+            );
+        }
         if self.max_header_bytes < 8192 {
             return Err("MAX_HEADER_BYTES must be at least 8192".into());
         }
@@ -242,6 +253,12 @@ impl Config {
             return Err("MAX_CODE_BYTES may be at most 122880 (120 KiB)".into());
         }
         Ok(())
+    }
+
+    /// Resident memory (MiB) past which the engine stops a run: its limit less 1 GiB for its
+    /// deep stack and interpreter.
+    pub fn engine_memory_budget_mb(&self) -> u64 {
+        self.engine_memory_mb.saturating_sub(1024)
     }
 
     /// The scratch folder: `SCRATCH_DIR`, or one derived from the database URL.

@@ -78,6 +78,7 @@ impl Worker {
                 break;
             }
             signals.job_finished(id);
+            self.engine.start_replacement().await;
             let engine: Vec<u32> = self.engine.pid().into_iter().collect();
             let reaped = reap_orphans(&engine);
             if reaped > 0 {
@@ -318,6 +319,14 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
                         "the MeTTa run reached its time limit of {} and was stopped; the results found so far are kept",
                         describe_duration(timeout)
                     )),
+                ),
+                ResponseOutcome::MemoryExceeded => (
+                    JobStatus::Failed,
+                    Some(ErrorKind::Code),
+                    Some(
+                        "the MeTTa run used more memory than the engine allows (ENGINE_MEMORY_MB) and was stopped; the results found so far are kept"
+                            .to_string(),
+                    ),
                 ),
                 ResponseOutcome::ReplayFailed => (
                     JobStatus::Failed,

@@ -23,13 +23,33 @@ pub struct EngineArgs {
     /// Live sessions kept before the least recently used is evicted.
     #[arg(long, default_value_t = 64)]
     pub max_live_sessions: usize,
+    /// Resident memory, in MiB, past which a run is stopped.
+    #[arg(long, default_value_t = 4096)]
+    pub memory_budget_mb: u64,
     /// `sys.path` of the project's Python environment, as a JSON list of folders.
     #[arg(long, default_value = "[]")]
     pub sys_path: String,
 }
 
-/// Runs the engine child until stdin ends.
+/// Stack of the thread that runs hyperon. hyperon 0.2.10 frees a long-running evaluation
+/// recursively: dropping the state of ~1M steps of `(loop)` overflows the default 8 MiB
+/// stack and aborts the process. The stack is reserved, not committed, so its cost is
+/// address space (counted against CHILD_MEMORY_MB), not memory.
+const ENGINE_STACK_BYTES: usize = 512 * 1024 * 1024;
+
+/// Runs the engine child until stdin ends, on a thread with a deep stack (see above).
 pub fn run_engine(args: EngineArgs) -> ExitCode {
+    let engine = std::thread::Builder::new()
+        .name("engine".into())
+        .stack_size(ENGINE_STACK_BYTES)
+        .spawn(move || serve_requests(args));
+    match engine.map(|thread| thread.join()) {
+        Ok(Ok(code)) => code,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn serve_requests(args: EngineArgs) -> ExitCode {
     // SAFETY: the supervisor opens fd 3 for this process; nothing else in it owns fd 3.
     let mut responses = unsafe { File::from_raw_fd(RESPONSE_FD) };
     let driver = match load_driver(&args) {
@@ -80,7 +100,10 @@ fn load_driver(args: &EngineArgs) -> Result<(Py<PyModule>, String), String> {
             .map(|dir| dir.display().to_string())
             .unwrap_or_else(|_| ".".into());
         let version: String = driver
-            .call_method1("configure", (args.max_live_sessions, cwd))?
+            .call_method1(
+                "configure",
+                (args.max_live_sessions, cwd, args.memory_budget_mb),
+            )?
             .extract()?;
         Ok((driver.unbind(), version))
     })

@@ -22,10 +22,22 @@ _work_dir = os.getcwd()
 _RESPONSE_FD = 3
 
 
-def configure(max_live_sessions, work_dir):
-    global _max_live_sessions, _work_dir
+# A run whose process grows past this many bytes is stopped (hyperon's evaluation of an
+# endless loop grows by ~100 MB/s); past the second, the engine asks to be replaced after the
+# job, so memory a run left fragmented is given back.
+_memory_budget = 4 << 30
+_recycle_above = 1 << 30
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+# Steps between two looks at the process's memory (about 0.1 s of `(loop)`).
+_MEMORY_CHECK_STEPS = 1 << 16
+
+
+def configure(max_live_sessions, work_dir, memory_budget_mb=4096):
+    global _max_live_sessions, _work_dir, _memory_budget, _recycle_above
     _max_live_sessions = max(1, int(max_live_sessions))
     _work_dir = work_dir
+    _memory_budget = int(memory_budget_mb) << 20
+    _recycle_above = min(1 << 30, _memory_budget // 2)
     return hyperon.__version__ if hasattr(hyperon, "__version__") else "unknown"
 
 
@@ -55,24 +67,45 @@ class _Deadline(Exception):
     pass
 
 
+def _resident_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+# Runner states of stopped runs, kept alive on purpose: hyperon frees a long evaluation
+# slowly (seconds for a 30 s loop) and recursively, so instead of freeing it the engine asks
+# to be replaced once the job's answer is out. Killing the process frees it at once.
+_abandoned = []
+
+
 def _run_stepwise(metta, program, deadline):
-    """Runs `program`; returns (results, error, timed_out). Results are lists of atoms."""
+    """Runs `program` step by step until it completes, fails, passes `deadline` or outgrows
+    the memory budget; returns (results, error, stop) with stop None, "deadline" or "memory".
+    Results are lists of atoms."""
     state = RunnerState(metta, program)
+    steps = 0
     try:
         while not state.is_complete():
             if time.monotonic() >= deadline:
-                return state.current_results(), None, True
+                _abandoned.append(state)
+                return state.current_results(), None, "deadline"
+            steps += 1
+            if steps % _MEMORY_CHECK_STEPS == 0 and _resident_bytes() > _memory_budget:
+                _abandoned.append(state)
+                return state.current_results(), None, "memory"
             state.run_step()
     except RuntimeError as err:
-        return state.current_results(), str(err), False
-    return state.current_results(), None, False
+        return state.current_results(), str(err), None
+    return state.current_results(), None, None
 
 
 def _replay(metta, cells, deadline):
     for index, cell in enumerate(cells):
-        _, error, timed_out = _run_stepwise(metta, cell, deadline)
-        if timed_out:
+        _, error, stop = _run_stepwise(metta, cell, deadline)
+        if stop == "deadline":
             return "replaying the history took longer than the replay limit (at cell %d)" % (index + 1)
+        if stop == "memory":
+            return "replaying the history outgrew the engine's memory (at cell %d)" % (index + 1)
         if error is not None:
             return "history cell %d no longer runs: %s" % (index + 1, error)
     return None
@@ -115,7 +148,7 @@ def _run(req):
     deadline = time.monotonic() + req["timeoutMs"] / 1000.0
     _mark(start)
     try:
-        results, error, timed_out = _run_stepwise(metta, req["code"], deadline)
+        results, error, stop = _run_stepwise(metta, req["code"], deadline)
     finally:
         _mark(end)
     response = {
@@ -123,9 +156,9 @@ def _run(req):
         # Exactly what `metta-py` prints for each `!` expression.
         "lines": [str(result) for result in results],
     }
-    if timed_out:
+    if stop is not None:
         _sessions.pop(session, None)
-        response["outcome"] = "timedOut"
+        response["outcome"] = "timedOut" if stop == "deadline" else "memoryExceeded"
         return response
     if error is not None:
         # A partial run may have changed the space: forget it, so the next job replays history.
@@ -158,5 +191,7 @@ def handle(request_json):
         response = {"outcome": "pong", "liveSessions": len(_sessions)}
     else:
         response = {"outcome": "failed", "error": "unknown engine op %r" % (op,)}
+    if _abandoned or _resident_bytes() > _recycle_above:
+        response["recycle"] = True
     response["id"] = req.get("id")
     return json.dumps(response)

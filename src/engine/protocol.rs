@@ -42,6 +42,9 @@ pub struct EngineResponse {
     /// The phase that began, in a `progress` line: `code` (the replay is done) or `after`.
     #[serde(default)]
     pub phase: Option<String>,
+    /// The child asks to be replaced once this job is recorded (its memory grew).
+    #[serde(default)]
+    pub recycle: bool,
     /// hyperon's version, in the `ready` greeting.
     #[serde(default)]
     pub hyperon: Option<String>,
@@ -57,6 +60,8 @@ pub enum ResponseOutcome {
     Succeeded,
     Failed,
     TimedOut,
+    /// The run outgrew the engine's memory budget and was stopped at a step boundary.
+    MemoryExceeded,
     /// The live session is missing or stale: send its history.
     NeedHistory,
     /// The history could not be replayed (it took too long or no longer runs).

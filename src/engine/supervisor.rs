@@ -38,6 +38,8 @@ pub struct EngineSettings {
     /// `sys.path` of the project's Python environment (empty: the embedded default).
     pub sys_path: Vec<String>,
     pub max_live_sessions: usize,
+    /// Resident memory (MiB) past which the child stops a run.
+    pub memory_budget_mb: u64,
     pub kill_grace: Duration,
     pub replay_timeout: Duration,
     pub max_output_bytes: usize,
@@ -123,6 +125,10 @@ pub struct EngineSupervisor {
     settings: EngineSettings,
     process: Option<EngineProcess>,
     hyperon_version: Option<String>,
+    /// Whether the last attempt to start a child failed.
+    start_failing: bool,
+    /// A killed child not yet reaped.
+    retiring: Option<EngineProcess>,
 }
 
 impl EngineSupervisor {
@@ -131,6 +137,8 @@ impl EngineSupervisor {
             settings,
             process: None,
             hyperon_version: None,
+            start_failing: false,
+            retiring: None,
         }
     }
 
@@ -147,7 +155,9 @@ impl EngineSupervisor {
     /// Starts a child now if none is running, so the next job does not wait for the import.
     pub async fn ensure_started(&mut self) -> Result<(), String> {
         if self.process.is_none() {
-            self.process = Some(self.spawn().await?);
+            let spawned = self.spawn().await;
+            self.start_failing = spawned.is_err();
+            self.process = Some(spawned?);
         }
         Ok(())
     }
@@ -185,21 +195,48 @@ impl EngineSupervisor {
 
     /// Runs one MeTTa request, starting a child first when needed.
     pub async fn run(&mut self, request: &MettaRequest<'_>) -> MettaRunOutcome {
+        // A child that died while idle (killed from outside, a leftover thread's crash) is
+        // replaced before the job, which must not be blamed for it.
+        if let Some(process) = self.process.as_mut() {
+            if !matches!(process.child.try_wait(), Ok(None)) {
+                tracing::warn!("the MeTTa engine had died while idle; starting a new one");
+                self.process = None;
+                self.start_failing = false;
+            }
+        }
         if let Err(reason) = self.ensure_started().await {
             return MettaRunOutcome::Unavailable(reason);
         }
         let outcome = self.exchange(request).await;
-        match &outcome {
-            MettaRunOutcome::KilledAtDeadline { .. } | MettaRunOutcome::Died { .. } => {
-                self.process = None;
-                // Respawn now so the next job, in any session, runs at normal speed.
-                if let Err(reason) = self.ensure_started().await {
-                    tracing::error!("the MeTTa engine could not be restarted: {reason}");
-                }
+        let replace = match &outcome {
+            MettaRunOutcome::KilledAtDeadline { .. } | MettaRunOutcome::Died { .. } => true,
+            MettaRunOutcome::Answered { response, .. } => response.recycle,
+            _ => false,
+        };
+        if replace {
+            // The worker starts the next child once this job's result is stored
+            // (`start_replacement`), so the learner does not wait for the respawn.
+            if let Some(old) = self.process.take() {
+                kill_group(old.leader);
+                self.retiring = Some(old);
             }
-            _ => {}
         }
         outcome
+    }
+
+    /// Starts a child if the last one was replaced, unless starting has been failing (then
+    /// the next MeTTa job tries again and reports why).
+    pub async fn start_replacement(&mut self) {
+        if let Some(mut old) = self.retiring.take() {
+            // Reap the killed child (freeing gigabytes can take a moment), so it is not
+            // mistaken for something a job left behind.
+            let _ = tokio::time::timeout(Duration::from_secs(5), old.child.wait()).await;
+        }
+        if self.process.is_none() && !self.start_failing {
+            if let Err(reason) = self.ensure_started().await {
+                tracing::error!("the MeTTa engine could not be restarted: {reason}");
+            }
+        }
     }
 
     async fn exchange(&mut self, request: &MettaRequest<'_>) -> MettaRunOutcome {
@@ -374,6 +411,8 @@ impl EngineSupervisor {
             .arg("engine")
             .arg("--max-live-sessions")
             .arg(self.settings.max_live_sessions.to_string())
+            .arg("--memory-budget-mb")
+            .arg(self.settings.memory_budget_mb.to_string())
             .arg("--sys-path")
             .arg(sys_path)
             .stdin(Stdio::piped());

@@ -5,6 +5,8 @@
 mod support;
 
 mod bad_input;
+mod contract;
 mod jobs;
 mod metta;
 mod restart;
+mod sessions_api;

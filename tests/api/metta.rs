@@ -1,1 +1,787 @@
-//! (tests to come)
+//! MeTTa jobs against the real hyperon engine: sessions and their isolation, the replay
+//! invariant (a session's state equals replaying its history in order in a fresh `MeTTa()`),
+//! editing cells in place, recovery after a server restart, an engine kill and an engine crash,
+//! deadlines (stepwise and the hard backstop), output capture, parse errors, and fidelity: a
+//! job's `result` is exactly what hyperon's `metta-py` prints for the same program.
+//!
+//! The reference is always `direct_hyperon_run`, hyperon run directly outside the service.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{direct_hyperon_run, TestServer};
+
+// ----- helpers ----------------------------------------------------------------------------
+
+/// Runs `code` as the cell `code_id` of `session` and returns the final job.
+async fn run_cell(server: &TestServer, session: &str, code_id: &str, code: &str) -> Value {
+    server
+        .run(json!({
+            "language": "metta",
+            "code": code,
+            "sessionId": session,
+            "codeId": code_id,
+        }))
+        .await
+}
+
+fn assert_succeeded(job: &Value) {
+    assert_eq!(
+        job["status"], "succeeded",
+        "the job did not succeed: {job:#}"
+    );
+}
+
+/// The job's `results` as lists of atom strings (panics, printing the job, when absent).
+fn results_of(job: &Value) -> Vec<Vec<String>> {
+    serde_json::from_value(job["results"].clone())
+        .unwrap_or_else(|err| panic!("the job has no list of results ({err}): {job:#}"))
+}
+
+/// `results` in the shape a test writes them: `&[&["2"], &["a", "b"]]`.
+fn expected(results: &[&[&str]]) -> Vec<Vec<String>> {
+    results
+        .iter()
+        .map(|atoms| atoms.iter().map(|atom| atom.to_string()).collect())
+        .collect()
+}
+
+fn text<'a>(job: &'a Value, field: &str) -> &'a str {
+    job[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("the job has no text field {field}: {job:#}"))
+}
+
+/// How many `!` expressions `code` has (a `!` directly before `(`, at the start or after
+/// white space; `println!` and `bind!` do not count).
+fn bang_count(code: &str) -> usize {
+    let bytes = code.as_bytes();
+    (0..bytes.len())
+        .filter(|&at| {
+            bytes[at] == b'!'
+                && bytes.get(at + 1) == Some(&b'(')
+                && (at == 0 || bytes[at - 1].is_ascii_whitespace())
+        })
+        .count()
+}
+
+/// The last `count` lines of `output`, each ending with a newline.
+fn last_lines(output: &str, count: usize) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    lines[lines.len().saturating_sub(count)..]
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// What `code` prints for its own `!` expressions when run directly in hyperon after `cells`
+/// (the session's history), in one fresh `MeTTa()`. `code` must not print (`println!`):
+/// printed output would come before every result line.
+fn direct_result_after(cells: &[String], code: &str) -> String {
+    let mut program = cells.join("\n");
+    program.push('\n');
+    program.push_str(code);
+    last_lines(&direct_hyperon_run(&program), bang_count(code))
+}
+
+/// The session's history as the service shows it (`GET /api/v1/sessions/{id}`), in order:
+/// (codeId, code). A session never used has none.
+async fn stored_history(server: &TestServer, session: &str) -> Vec<(String, String)> {
+    let (status, body) = server.get(&format!("/api/v1/sessions/{session}")).await;
+    if status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(status, 200, "{body}");
+    body["cells"]
+        .as_array()
+        .expect("cells")
+        .iter()
+        .map(|cell| {
+            (
+                cell["codeId"].as_str().expect("codeId").to_string(),
+                cell["code"].as_str().expect("code").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `history` as a list of (codeId, code) with borrowed strings, for assertions.
+fn cells(history: &[(&str, &str)]) -> Vec<(String, String)> {
+    history
+        .iter()
+        .map(|(id, code)| (id.to_string(), code.to_string()))
+        .collect()
+}
+
+/// Sends SIGKILL to the server's engine child and waits until it is gone; returns its pid.
+async fn kill_engine(server: &TestServer) -> u32 {
+    let pid = wait_for_engine(server, None).await;
+    // SAFETY: sending a signal to a process this test's server started.
+    let sent = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert_eq!(sent, 0, "could not kill the engine {pid}");
+    let started = Instant::now();
+    while server.engine_pid() == Some(pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the engine {pid} did not die"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pid
+}
+
+/// Waits (up to 30 s) for an engine child other than `not`, and returns its pid.
+async fn wait_for_engine(server: &TestServer, not: Option<u32>) -> u32 {
+    let started = Instant::now();
+    loop {
+        if let Some(pid) = server.engine_pid() {
+            if Some(pid) != not {
+                return pid;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no engine child (other than {not:?}) appeared; server log:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A small deterministic pseudo-random generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound`.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+// ----- sessions -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metta_sessions_are_isolated() {
+    // Arrange
+    let server = TestServer::start().await;
+    let alpha = server.metta("alpha", "(= (f) 1)").await;
+    let beta = server.metta("beta", "(= (f) 2)").await;
+    assert_succeeded(&alpha);
+    assert_succeeded(&beta);
+
+    // Act
+    let in_alpha = server.metta("alpha", "!(f)").await;
+    let in_beta = server.metta("beta", "!(f)").await;
+    let in_default = server
+        .run(json!({"language": "metta", "code": "!(f)"}))
+        .await;
+
+    // Assert
+    assert_succeeded(&in_alpha);
+    assert_eq!(results_of(&in_alpha), expected(&[&["1"]]), "{in_alpha:#}");
+    assert_eq!(in_alpha["result"], "[1]\n", "{in_alpha:#}");
+    assert_succeeded(&in_beta);
+    assert_eq!(results_of(&in_beta), expected(&[&["2"]]), "{in_beta:#}");
+    assert_eq!(in_beta["result"], "[2]\n", "{in_beta:#}");
+    assert_succeeded(&in_default);
+    assert_eq!(in_default["sessionId"], "default", "{in_default:#}");
+    assert_eq!(
+        results_of(&in_default),
+        expected(&[&["(f)"]]),
+        "the default session must not see other sessions' definitions: {in_default:#}"
+    );
+}
+
+// ----- the replay invariant -------------------------------------------------------------------
+
+/// One random cell that always succeeds and never prints: definitions, facts, additions to
+/// the space and calls.
+fn random_cell(rng: &mut Rng) -> String {
+    let parts = 1 + rng.below(2);
+    (0..parts)
+        .map(|_| match rng.below(5) {
+            0 => format!("(= (g {}) {})", 1 + rng.below(3), rng.below(100)),
+            1 => format!("(fact {})\n(fact {})", rng.below(50), rng.below(50)),
+            2 => format!("!(add-atom &self (k {}))", rng.below(100)),
+            3 => format!(
+                "(= (g {}) (collapse (match &self (fact $x) $x)))",
+                4 + rng.below(2)
+            ),
+            _ => format!("!(collapse (g {}))", 1 + rng.below(5)),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const REPLAY_PROBE: &str = "!(collapse (match &self (k $x) $x))\n\
+     !(collapse (match &self (fact $x) $x))\n\
+     !(collapse (g 1))\n\
+     !(collapse (g 2))\n\
+     !(collapse (g 3))\n\
+     !(collapse (g 4))\n\
+     !(collapse (g 5))";
+
+#[tokio::test]
+async fn metta_session_state_equals_replaying_its_history() {
+    // Arrange: one live atomspace at most, so switching sessions evicts and rebuilds them.
+    let mut server = TestServer::start_with(&[("MAX_LIVE_SESSIONS", "1")]).await;
+    let sessions = ["replay-a", "replay-b"];
+    let mut model: HashMap<&str, Vec<(String, String)>> = HashMap::new();
+    let mut rng = Rng(0x5EED_F00D);
+    let mut next_id = 0;
+    let mut fresh_id = |prefix: &str| {
+        next_id += 1;
+        format!("{prefix}-{next_id}")
+    };
+    let mut probes = 0;
+    let mut restarts = 0;
+    let mut edits = 0;
+
+    for step in 0..25 {
+        let session = sessions[rng.below(2) as usize];
+        let history = model.entry(session).or_default();
+
+        // Act: one operation.
+        if step % 9 == 8 {
+            server.kill9();
+            server.restart();
+            restarts += 1;
+        } else if !history.is_empty() && rng.below(3) == 0 {
+            let at = rng.below(history.len() as u64) as usize;
+            let code_id = history[at].0.clone();
+            let code = random_cell(&mut rng);
+            let job = run_cell(&server, session, &code_id, &code).await;
+            // Assert: the edited cell's own results are those of the cells before it, then it.
+            let before: Vec<String> = history[..at].iter().map(|(_, c)| c.clone()).collect();
+            let expected_result = direct_result_after(&before, &code);
+            assert_succeeded(&job);
+            assert_eq!(
+                job["result"], expected_result,
+                "step {step}: editing cell {code_id} of {session} (at {at}) to:\n{code}\njob: {job:#}"
+            );
+            history[at].1 = code;
+            edits += 1;
+        } else {
+            let code_id = fresh_id("cell");
+            let code = random_cell(&mut rng);
+            let job = run_cell(&server, session, &code_id, &code).await;
+            let before: Vec<String> = history.iter().map(|(_, c)| c.clone()).collect();
+            let expected_result = direct_result_after(&before, &code);
+            assert_succeeded(&job);
+            assert_eq!(
+                job["result"], expected_result,
+                "step {step}: new cell {code_id} of {session}:\n{code}\njob: {job:#}"
+            );
+            history.push((code_id, code));
+        }
+
+        // Assert: at checkpoints, probe both sessions against a direct replay of the model.
+        if step % 5 == 4 || step == 24 {
+            for session in sessions {
+                let history = model.entry(session).or_default();
+                let code_id = fresh_id("probe");
+                let job = run_cell(&server, session, &code_id, REPLAY_PROBE).await;
+                let replay: Vec<String> = history.iter().map(|(_, c)| c.clone()).collect();
+                let expected_result = direct_result_after(&replay, REPLAY_PROBE);
+                assert_succeeded(&job);
+                assert_eq!(
+                    job["result"], expected_result,
+                    "step {step}: probe of {session} differs from replaying its history:\n{}\njob: {job:#}",
+                    replay.join("\n")
+                );
+                history.push((code_id, REPLAY_PROBE.to_string()));
+                probes += 1;
+            }
+        }
+    }
+
+    // Assert: the stored histories are the model's, and the run exercised every operation.
+    for session in sessions {
+        assert_eq!(
+            stored_history(&server, session).await,
+            model[session],
+            "the stored history of {session} differs from the model"
+        );
+    }
+    assert!(
+        restarts >= 2 && edits >= 3 && probes >= 10,
+        "the sequence exercised too little: {restarts} restarts, {edits} edits, {probes} probes"
+    );
+}
+
+// ----- editing a cell in place ---------------------------------------------------------------
+
+#[tokio::test]
+async fn metta_rerunning_a_cell_replaces_it_in_place() {
+    // Arrange
+    let mut server = TestServer::start().await;
+    let session = "edit";
+    let a = run_cell(&server, session, "a", "(= (h) 1)").await;
+    let b = run_cell(&server, session, "b", "!(h)").await;
+    assert_succeeded(&a);
+    assert_succeeded(&b);
+    assert_eq!(results_of(&b), expected(&[&["1"]]), "{b:#}");
+
+    // Act
+    let edited = run_cell(&server, session, "a", "(= (h) 2)").await;
+    let probe = run_cell(&server, session, "probe", "!(h)").await;
+
+    // Assert
+    assert_succeeded(&edited);
+    assert_eq!(edited["codeId"], "a", "{edited:#}");
+    assert_succeeded(&probe);
+    assert_eq!(
+        results_of(&probe),
+        expected(&[&["2"]]),
+        "the old definition must be gone, not kept beside the new one: {probe:#}"
+    );
+    assert_eq!(probe["result"], "[2]\n", "{probe:#}");
+    assert_eq!(
+        stored_history(&server, session).await,
+        cells(&[("a", "(= (h) 2)"), ("b", "!(h)"), ("probe", "!(h)")]),
+        "the edited cell keeps its place"
+    );
+
+    // Act: the same after a restart, when the session is rebuilt from the stored history.
+    server.kill9();
+    server.restart();
+    let after_restart = run_cell(&server, session, "probe-2", "!(h)").await;
+
+    // Assert
+    assert_succeeded(&after_restart);
+    assert_eq!(
+        results_of(&after_restart),
+        expected(&[&["2"]]),
+        "{after_restart:#}"
+    );
+}
+
+// ----- recovery -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metta_session_survives_a_server_restart() {
+    // Arrange
+    let mut server = TestServer::start().await;
+    let session = "persist";
+    let define = server.metta(session, "(= (persist) 42)").await;
+    let add = server
+        .metta(session, "!(add-atom &self (stored thing))")
+        .await;
+    assert_succeeded(&define);
+    assert_succeeded(&add);
+
+    // Act
+    server.kill9();
+    server.restart();
+    let probe_code = "!(persist)\n!(match &self (stored $x) $x)";
+    let probe = server.metta(session, probe_code).await;
+
+    // Assert
+    assert_succeeded(&probe);
+    assert_eq!(
+        results_of(&probe),
+        expected(&[&["42"], &["thing"]]),
+        "the restarted server must rebuild the session from its history: {probe:#}"
+    );
+    let history = ["(= (persist) 42)", "!(add-atom &self (stored thing))"].map(String::from);
+    assert_eq!(
+        probe["result"],
+        direct_result_after(&history, probe_code),
+        "{probe:#}"
+    );
+}
+
+#[tokio::test]
+async fn metta_session_survives_an_engine_kill() {
+    // Arrange
+    let server = TestServer::start().await;
+    let session = "survivor";
+    let define = server.metta(session, "(= (survivor) here)").await;
+    let print = server
+        .metta(session, "!(println! \"printed-by-history\")")
+        .await;
+    assert_succeeded(&define);
+    assert_succeeded(&print);
+
+    // Act
+    let killed = kill_engine(&server).await;
+    let next = server.metta(session, "!(survivor)").await;
+
+    // Assert
+    assert_succeeded(&next);
+    assert_eq!(
+        results_of(&next),
+        expected(&[&["here"]]),
+        "the session must be rebuilt from its history after the engine {killed} was killed: {next:#}"
+    );
+    assert!(
+        !text(&next, "output").contains("printed-by-history"),
+        "output of the history replay must not be in the job's output: {next:#}"
+    );
+    let other = server.metta("elsewhere", "!(+ 20 22)").await;
+    assert_succeeded(&other);
+    assert_eq!(results_of(&other), expected(&[&["42"]]), "{other:#}");
+}
+
+#[tokio::test]
+async fn metta_engine_crash_fails_the_job_and_the_session_recovers() {
+    // Arrange
+    let server = TestServer::start().await;
+    let session = "crashy";
+    let define = run_cell(&server, session, "stable", "(= (stable) 1)").await;
+    assert_succeeded(&define);
+    let crash_code = "(= (crashdef) yes)\n!((py-atom os._exit) 1)";
+
+    // Act
+    let crash = run_cell(&server, session, "crash", crash_code).await;
+    let next = run_cell(&server, session, "next", "!(stable)\n!(crashdef)").await;
+
+    // Assert
+    assert_eq!(crash["status"], "failed", "{crash:#}");
+    assert!(
+        text(&crash, "error").to_lowercase().contains("engine"),
+        "the error must say the engine died: {crash:#}"
+    );
+    assert_succeeded(&next);
+    assert_eq!(
+        results_of(&next),
+        expected(&[&["1"], &["(crashdef)"]]),
+        "earlier definitions stay, the crashing cell's do not: {next:#}"
+    );
+    assert_eq!(
+        stored_history(&server, session).await,
+        cells(&[
+            ("stable", "(= (stable) 1)"),
+            ("next", "!(stable)\n!(crashdef)")
+        ]),
+        "the crashing cell must not enter the history"
+    );
+}
+
+// ----- deadlines ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metta_infinite_loop_times_out_with_the_results_so_far() {
+    // Arrange
+    let server = TestServer::start_with(&[("RUN_TIMEOUT_SECS", "2")]).await;
+    let session = "looping";
+    let before = run_cell(&server, session, "before", "(= (before) ok)").await;
+    assert_succeeded(&before);
+    let loop_code = "(= (marker) visible)\n(= (loop) (loop))\n!(+ 1 1)\n!(loop)";
+
+    // Act
+    let started = Instant::now();
+    let looping = run_cell(&server, session, "loop", loop_code).await;
+    let elapsed = started.elapsed();
+    let next = run_cell(&server, session, "next", "!(before)\n!(marker)\n!(+ 2 2)").await;
+
+    // Assert
+    assert_eq!(looping["status"], "timed_out", "{looping:#}");
+    let so_far = results_of(&looping);
+    assert_eq!(
+        so_far.first(),
+        Some(&vec!["2".to_string()]),
+        "the results found before the deadline are kept: {looping:#}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "the loop ran {elapsed:?} past a 2 s deadline: {looping:#}"
+    );
+    assert_succeeded(&next);
+    assert_eq!(
+        results_of(&next),
+        expected(&[&["ok"], &["(marker)"], &["4"]]),
+        "the timed-out cell's definitions must not be visible: {next:#}"
+    );
+    assert_eq!(
+        stored_history(&server, session).await,
+        cells(&[
+            ("before", "(= (before) ok)"),
+            ("next", "!(before)\n!(marker)\n!(+ 2 2)")
+        ]),
+        "the timed-out cell must not enter the history"
+    );
+}
+
+/// A longer deadline lets the loop run millions of steps, so its interpreter state grows deep;
+/// the run must still end `timed_out` with its results so far, not take the engine down when
+/// that state is thrown away.
+#[tokio::test]
+async fn metta_long_infinite_loop_times_out_without_killing_the_engine() {
+    // Arrange
+    let server = TestServer::start_with(&[("RUN_TIMEOUT_SECS", "5")]).await;
+    let session = "long-loop";
+    let before = run_cell(&server, session, "before", "(= (before) ok)").await;
+    assert_succeeded(&before);
+    let loop_code = "(= (loop) (loop))\n!(+ 1 1)\n!(loop)";
+
+    // Act
+    let looping = run_cell(&server, session, "loop", loop_code).await;
+    let next = run_cell(&server, session, "next", "!(before)").await;
+
+    // Assert
+    assert_eq!(looping["status"], "timed_out", "{looping:#}");
+    assert_eq!(
+        results_of(&looping).first(),
+        Some(&vec!["2".to_string()]),
+        "the results found before the deadline are kept: {looping:#}"
+    );
+    assert_succeeded(&next);
+    assert_eq!(results_of(&next), expected(&[&["ok"]]), "{next:#}");
+}
+
+#[tokio::test]
+async fn metta_step_that_never_returns_is_ended_by_killing_the_engine() {
+    // Arrange
+    let server = TestServer::start().await;
+    let session = "sleepy";
+    let define = run_cell(&server, session, "kept", "(= (kept) yes)").await;
+    assert_succeeded(&define);
+    let engine_before = wait_for_engine(&server, None).await;
+
+    // Act
+    let started = Instant::now();
+    let sleeping = server
+        .run(json!({
+            "language": "metta",
+            "code": "!((py-atom time.sleep) 3600)",
+            "sessionId": session,
+            "codeId": "sleep",
+            "timeoutSecs": 1,
+        }))
+        .await;
+    let elapsed = started.elapsed();
+    let engine_after = wait_for_engine(&server, Some(engine_before)).await;
+    let other = server.metta("awake", "!(+ 1 2)").await;
+    let same = run_cell(&server, session, "after", "!(kept)").await;
+
+    // Assert
+    assert_eq!(sleeping["status"], "timed_out", "{sleeping:#}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "the hung step was not ended in time ({elapsed:?}): {sleeping:#}"
+    );
+    assert_ne!(engine_before, engine_after, "the engine must be replaced");
+    assert_succeeded(&other);
+    assert_eq!(results_of(&other), expected(&[&["3"]]), "{other:#}");
+    assert_succeeded(&same);
+    assert_eq!(
+        results_of(&same),
+        expected(&[&["yes"]]),
+        "the session keeps its earlier definitions: {same:#}"
+    );
+    assert_eq!(
+        stored_history(&server, session).await,
+        cells(&[("kept", "(= (kept) yes)"), ("after", "!(kept)")]),
+        "the killed cell must not enter the history"
+    );
+}
+
+// ----- output ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metta_output_is_captured_per_job() {
+    // Arrange: one live session at most (so a replay can be forced) and a small output cap.
+    let server =
+        TestServer::start_with(&[("MAX_LIVE_SESSIONS", "1"), ("MAX_OUTPUT_BYTES", "256")]).await;
+    let session = "speaker";
+    let hello_code = "!(println! \"hello\")";
+    let trace_code = "!(trace! \"tracing-message\" 42)";
+
+    // Act: println! and trace!.
+    let hello = run_cell(&server, session, "hello", hello_code).await;
+    let traced = run_cell(&server, session, "trace", trace_code).await;
+
+    // Assert
+    assert_succeeded(&hello);
+    assert!(text(&hello, "output").contains("hello"), "{hello:#}");
+    assert_eq!(hello["result"], direct_hyperon_run(hello_code), "{hello:#}");
+    assert_eq!(hello["outputTruncated"], false, "{hello:#}");
+    assert_succeeded(&traced);
+    assert!(
+        text(&traced, "stderr").contains("tracing-message"),
+        "trace! writes to stderr: {traced:#}"
+    );
+    assert!(
+        !text(&traced, "output").contains("tracing-message"),
+        "{traced:#}"
+    );
+    assert_eq!(results_of(&traced), expected(&[&["42"]]), "{traced:#}");
+    assert_eq!(
+        traced["result"],
+        direct_hyperon_run(trace_code),
+        "{traced:#}"
+    );
+
+    // Act: evict the session, so its next job replays the printing cells first.
+    let elsewhere = server.metta("evictor", "!(+ 1 1)").await;
+    let replayed = run_cell(&server, session, "quiet", "!(+ 3 4)").await;
+
+    // Assert
+    assert_succeeded(&elsewhere);
+    assert_succeeded(&replayed);
+    assert_eq!(results_of(&replayed), expected(&[&["7"]]), "{replayed:#}");
+    assert_eq!(
+        replayed["output"], "",
+        "output of the history replay must not be in the job's output: {replayed:#}"
+    );
+    assert!(
+        !text(&replayed, "stderr").contains("tracing-message"),
+        "stderr of the history replay must not be in the job's stderr: {replayed:#}"
+    );
+    assert_eq!(replayed["result"], "[7]\n", "{replayed:#}");
+
+    // Act: edit a cell that has a printing cell after it.
+    let first = run_cell(&server, "editor", "first", "!(println! \"first\")").await;
+    let second = run_cell(&server, "editor", "second", "!(println! \"second\")").await;
+    let edited_code = "!(println! \"first-edited\")";
+    let edited = run_cell(&server, "editor", "first", edited_code).await;
+
+    // Assert
+    assert_succeeded(&first);
+    assert_succeeded(&second);
+    assert_succeeded(&edited);
+    assert_eq!(
+        edited["output"], "first-edited\n",
+        "only the edited cell's own output, not the replay of the cells after it: {edited:#}"
+    );
+    assert_eq!(
+        edited["result"],
+        direct_hyperon_run(edited_code),
+        "{edited:#}"
+    );
+
+    // Act: print far more than MAX_OUTPUT_BYTES.
+    let line = "0123456789".repeat(4);
+    let loud_code = format!(
+        "(= (spam $n) (if (== $n 0) done (let $_ (println! \"{line}\") (spam (- $n 1)))))\n!(spam 50)"
+    );
+    let loud = run_cell(&server, "loud", "loud", &loud_code).await;
+
+    // Assert
+    assert_succeeded(&loud);
+    assert_eq!(loud["outputTruncated"], true, "{loud:#}");
+    assert!(
+        text(&loud, "output").len() <= 256,
+        "the output is capped at MAX_OUTPUT_BYTES: {loud:#}"
+    );
+    assert!(text(&loud, "output").starts_with(&line), "{loud:#}");
+    assert_eq!(results_of(&loud), expected(&[&["done"]]), "{loud:#}");
+}
+
+// ----- errors ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metta_parse_error_fails_the_job_and_leaves_the_session_alone() {
+    // Arrange
+    let server = TestServer::start().await;
+    let session = "parsing";
+    let define = run_cell(&server, session, "ok", "(= (ok) fine)").await;
+    assert_succeeded(&define);
+
+    // Act
+    let broken = run_cell(&server, session, "broken", "!(+ 1 2) (oops").await;
+    let next = run_cell(&server, session, "next", "!(ok)\n!(+ 1 2)").await;
+
+    // Assert
+    assert_eq!(broken["status"], "failed", "{broken:#}");
+    assert!(
+        text(&broken, "error").contains("Unexpected end of expression"),
+        "the error must be hyperon's parse error: {broken:#}"
+    );
+    assert_succeeded(&next);
+    assert_eq!(
+        results_of(&next),
+        expected(&[&["fine"], &["3"]]),
+        "{next:#}"
+    );
+    assert_eq!(
+        stored_history(&server, session).await,
+        cells(&[("ok", "(= (ok) fine)"), ("next", "!(ok)\n!(+ 1 2)")]),
+        "the broken cell must not enter the history"
+    );
+}
+
+// ----- fidelity -------------------------------------------------------------------------------
+
+/// Programs in the style of hyperon's documentation, each run in a fresh session.
+const FIDELITY_PROGRAMS: &[&str] = &[
+    // Recursion with if.
+    "(= (fact $n) (if (== $n 0) 1 (* $n (fact (- $n 1)))))\n!(fact 5)\n!(fact 0)",
+    "(= (fib $n) (if (< $n 2) $n (+ (fib (- $n 1)) (fib (- $n 2)))))\n!(fib 10)",
+    // Nondeterminism.
+    "!(superpose (1 2 3))\n!(collapse (superpose (a b c)))",
+    "(= (color) red)\n(= (color) green)\n(= (color) blue)\n!(color)\n!(collapse (color))",
+    "(= (only-even $x) (if (== (% $x 2) 0) $x (empty)))\n!(collapse (only-even (superpose (1 2 3 4))))",
+    // Spaces.
+    "!(bind! &people (new-space))\n!(add-atom &people (likes alice bob))\n\
+     !(add-atom &people (likes bob carol))\n!(match &people (likes $x $y) ($x $y))\n\
+     !(match &self (likes $x $y) $x)",
+    "!(add-atom &self (item 1))\n!(add-atom &self (item 2))\n!(remove-atom &self (item 1))\n\
+     !(match &self (item $x) $x)",
+    "(Parent Tom Bob)\n(Parent Bob Ann)\n\
+     (= (grandparent $x) (match &self (Parent $x $y) (match &self (Parent $y $z) $z)))\n\
+     !(grandparent Tom)",
+    // Types and type errors.
+    "(: f (-> Number Number))\n(= (f $x) (+ $x 1))\n!(f 2)\n!(f \"a\")",
+    "(: Cat Type)\n(: tom Cat)\n!(get-type tom)\n!(get-type 5)\n!(get-metatype (a b))\n\
+     !(get-metatype $x)",
+    // if, let, let*, case, chain.
+    "!(if (> 3 2) yes no)\n!(let $x (+ 1 2) (* $x $x))\n\
+     !(let* (($a 2) ($b (+ $a 3))) (* $a $b))\n!(let ($a $b) (1 2) (+ $a $b))",
+    "!(case (+ 1 1) ((1 one) (2 two) ($_ other)))\n!(case 5 ((1 one) ($_ other)))\n\
+     !(chain (+ 1 2) $x (* $x 10))",
+    // An error result ends the run, as in metta-py.
+    "!(+ 1 1)\n!(Error foo \"bad\")\n!(+ 2 2)",
+    "!(+ 1 \"a\")",
+    // Strings and printing.
+    "!(println! \"hi there\")\n!(repr (a b))\n!(format-args \"{} and {}\" (1 2))\n\
+     !(println! (result is (+ 1 2)))",
+    // Unification and expressions as lists.
+    "!(unify (a $x) (a 5) $x none)\n!(unify (a $x) (b 5) $x none)\n!(car-atom (1 2 3))\n\
+     !(cdr-atom (1 2 3))\n!(cons-atom a (b c))",
+    "(= (len $l) (if (== $l ()) 0 (+ 1 (len (cdr-atom $l)))))\n!(len (a b c))\n\
+     !(map-atom (1 2 3) $x (+ $x 1))\n!(foldl-atom (1 2 3) 0 $a $b (+ $a $b))",
+    // Booleans and equality.
+    "!(== (a b) (a b))\n!(and True False)\n!(or True False)\n!(not False)\n\
+     !(assertEqual (+ 1 1) 2)",
+];
+
+#[tokio::test]
+async fn metta_results_equal_metta_py_output() {
+    // Arrange
+    let server = TestServer::start().await;
+
+    for (index, program) in FIDELITY_PROGRAMS.iter().enumerate() {
+        // Act
+        let job = server.metta(&format!("fidelity-{index}"), program).await;
+        let reference = direct_hyperon_run(program);
+
+        // Assert
+        assert_succeeded(&job);
+        assert_eq!(
+            text(&job, "result"),
+            reference,
+            "program {index} differs from metta-py:\n{program}\njob: {job:#}"
+        );
+        let lines = reference
+            .lines()
+            .filter(|line| line.starts_with('['))
+            .count();
+        assert_eq!(
+            results_of(&job).len(),
+            lines,
+            "one list of results per printed result line:\n{program}\njob: {job:#}"
+        );
+    }
+}
