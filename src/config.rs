@@ -84,7 +84,7 @@ pub struct Config {
     #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value = "normal")]
     pub sqlite_synchronous: Durability,
 
-    /// Address-space limit of each child (Python job or engine), in MiB.
+    /// Address-space limit of each Python job, in MiB (the engine has ENGINE_MEMORY_MB).
     #[arg(long, env = "CHILD_MEMORY_MB", default_value_t = 2048)]
     pub child_memory_mb: u64,
 
@@ -285,5 +285,41 @@ impl Config {
             .filter(|origin| !origin.is_empty())
             .collect();
         (!origins.is_empty()).then_some(origins)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command};
+
+    /// The README's configuration table must name every setting (and so keep up with this file).
+    #[test]
+    fn readme_documents_every_environment_variable() {
+        let readme = include_str!("../README.md");
+        let command = super::Config::augment_args(Command::new("config"));
+        let names: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        assert!(names.len() > 20, "found only {names:?}");
+        for name in names {
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "README's configuration table lacks {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: super::Config,
+        }
+        let parsed = Defaults::try_parse_from(["test"]).expect("defaults parse");
+        parsed.config.validate().expect("defaults are valid");
     }
 }
