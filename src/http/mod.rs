@@ -202,6 +202,19 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        // serde names Rust types ("f64", "u64"); a client wants to hear "a number".
+        let problem = err
+            .inner()
+            .to_string()
+            .replace("expected f64", "expected a number")
+            .replace("expected u64", "expected a whole number");
+        if path == "." || path.is_empty() {
+            ApiError::BadRequest(format!("invalid JSON body: {problem}"))
+        } else {
+            ApiError::BadRequest(format!("invalid JSON body: field `{path}`: {problem}"))
+        }
+    })
 }

@@ -1,8 +1,10 @@
 //! The v1 jobs API: submit, poll, long-wait, idempotency, cancel, FIFO order.
 
-use serde_json::json;
+use std::time::{Duration, Instant};
 
-use crate::support::TestServer;
+use serde_json::{json, Value};
+
+use crate::support::{is_final, read, TestServer};
 
 #[tokio::test]
 async fn python_job_runs_and_its_output_is_stored() {
@@ -12,4 +14,537 @@ async fn python_job_runs_and_its_output_is_stored() {
         .await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["result"], "42\n");
+}
+
+// ----- local helpers ------------------------------------------------------------------------
+
+/// Polls a job (without `?wait=`, which only waits for a final state) until it is `running`.
+async fn wait_until_running(server: &TestServer, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, job) = server.get(&format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] == "running" {
+            return job;
+        }
+        assert!(
+            job["status"] == "queued",
+            "job {id} should be queued until it runs: {job}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "job {id} did not start running within 30 s: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// POSTs a job with an `Idempotency-Key` header; returns status and JSON body.
+async fn post_with_key(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}/api/v1/jobs"))
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("POST with Idempotency-Key");
+    read(response).await
+}
+
+/// The number of stored jobs in every state, from `GET /api/v1/queue`.
+async fn total_jobs(server: &TestServer) -> i64 {
+    let (status, counts) = server.get("/api/v1/queue").await;
+    assert_eq!(status, 200, "{counts}");
+    [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "timedOut",
+        "cancelled",
+    ]
+    .iter()
+    .map(|name| {
+        counts[*name]
+            .as_i64()
+            .unwrap_or_else(|| panic!("queue counts lack {name}: {counts}"))
+    })
+    .sum()
+}
+
+fn id_of(job: &Value) -> String {
+    job["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("job has no id: {job}"))
+        .to_string()
+}
+
+// ----- FIFO -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn fifty_concurrent_submitters_run_in_acceptance_order() {
+    // Arrange
+    let server = TestServer::start().await;
+
+    // Act: 50 submitters at once.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let client = server.client.clone();
+        let url = server.url("/api/v1/jobs");
+        tasks.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .json(&json!({"language": "python", "code": format!("print({i})")}))
+                .send()
+                .await
+                .expect("POST");
+            let (status, job) = read(response).await;
+            assert!(status == 200 || status == 202, "submit {i}: {status} {job}");
+            (i, id_of(&job))
+        }));
+    }
+    let mut jobs = Vec::new();
+    for task in tasks {
+        let (i, id) = task.await.expect("submitter task");
+        jobs.push((i, server.wait_final(&id).await));
+    }
+
+    // Assert
+    jobs.sort_by_key(|(_, job)| job["seq"].as_i64().expect("seq"));
+    for (i, job) in &jobs {
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["attempts"], 1, "{job}");
+        assert_eq!(
+            job["output"],
+            format!("{i}\n"),
+            "job {i} has its own output: {job}"
+        );
+    }
+    for pair in jobs.windows(2) {
+        let (earlier, later) = (&pair[0].1, &pair[1].1);
+        assert!(
+            earlier["seq"].as_i64() < later["seq"].as_i64(),
+            "seq values are distinct:\n{earlier}\n{later}"
+        );
+        let (a, b) = (
+            earlier["startedAt"].as_str().expect("startedAt"),
+            later["startedAt"].as_str().expect("startedAt"),
+        );
+        assert!(
+            a < b,
+            "a job with a lower seq must start first:\n{earlier}\n{later}"
+        );
+        let finished = earlier["finishedAt"].as_str().expect("finishedAt");
+        assert!(
+            finished <= b,
+            "one job at a time: the next starts after the previous finished:\n{earlier}\n{later}"
+        );
+    }
+    assert_eq!(total_jobs(&server).await, 50);
+}
+
+// ----- long-wait -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn long_wait_returns_promptly_when_the_job_finishes() {
+    // Arrange: a job that sleeps 1.5 s.
+    let server = TestServer::start().await;
+    let job = server
+        .submit(
+            json!({"language": "python", "code": "import time; time.sleep(1.5); print('done')"}),
+        )
+        .await;
+    let id = id_of(&job);
+
+    // Act
+    let started = Instant::now();
+    let (status, job) = server.get(&format!("/api/v1/jobs/{id}?wait=30")).await;
+    let elapsed = started.elapsed();
+
+    // Assert
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["output"], "done\n", "{job}");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "the wait answered before the job could finish ({elapsed:?}): {job}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "the wait did not return promptly when the job finished ({elapsed:?}): {job}"
+    );
+}
+
+#[tokio::test]
+async fn post_with_wait_returns_the_finished_job() {
+    // Arrange
+    let server = TestServer::start().await;
+
+    // Act
+    let (status, job) = server
+        .post(
+            "/api/v1/jobs?wait=30",
+            json!({"language": "python", "code": "print('waited')"}),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["output"], "waited\n", "{job}");
+    assert!(
+        job.get("position").is_none(),
+        "a final job has no position: {job}"
+    );
+    assert!(job["finishedAt"].is_string(), "{job}");
+    assert!(job["durationMs"].is_i64(), "{job}");
+}
+
+#[tokio::test]
+async fn post_with_wait_zero_answers_202_with_a_queue_position() {
+    // Arrange: a sleeping job ahead keeps the next one queued.
+    let server = TestServer::start().await;
+    let first = server
+        .submit(json!({"language": "python", "code": "import time; time.sleep(1.5)"}))
+        .await;
+
+    // Act
+    let (status, job) = server
+        .post(
+            "/api/v1/jobs?wait=0",
+            json!({"language": "python", "code": "print('next')"}),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["status"], "queued", "{job}");
+    let position = job["position"].as_i64();
+    assert!(
+        matches!(position, Some(1 | 2)),
+        "a queued job shows its position (1 or 2 behind the sleeper): {job}"
+    );
+    assert_eq!(job["attempts"], 0, "{job}");
+    assert!(job["startedAt"].is_null(), "{job}");
+    assert!(
+        job["seq"].as_i64() > first["seq"].as_i64(),
+        "later submission, larger seq:\n{first}\n{job}"
+    );
+}
+
+#[tokio::test]
+async fn expired_wait_returns_the_job_not_yet_final() {
+    // Arrange: a job that sleeps far longer than the waits below.
+    let server = TestServer::start().await;
+    let job = server
+        .submit(json!({"language": "python", "code": "import time; time.sleep(30)"}))
+        .await;
+    let id = id_of(&job);
+
+    // Act
+    let started = Instant::now();
+    let (get_status, get_job) = server.get(&format!("/api/v1/jobs/{id}?wait=1")).await;
+    let get_elapsed = started.elapsed();
+    let (post_status, post_job) = server
+        .post(
+            "/api/v1/jobs?wait=1",
+            json!({"language": "python", "code": "print(1)"}),
+        )
+        .await;
+
+    // Assert
+    assert!(
+        get_status == 200 || get_status == 202,
+        "GET ?wait=1 answered {get_status}: {get_job}"
+    );
+    assert!(
+        matches!(get_job["status"].as_str(), Some("queued" | "running")),
+        "an expired wait returns the job as it is: {get_job}"
+    );
+    assert!(
+        get_elapsed >= Duration::from_millis(900) && get_elapsed < Duration::from_secs(10),
+        "GET ?wait=1 should wait about 1 s, took {get_elapsed:?}: {get_job}"
+    );
+    assert_eq!(post_status, 202, "{post_job}");
+    assert_eq!(
+        post_job["status"], "queued",
+        "the job behind the sleeper is still queued: {post_job}"
+    );
+}
+
+// ----- idempotency ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_same_idempotency_key_names_one_job() {
+    // Arrange
+    let server = TestServer::start().await;
+    let body = json!({"language": "python", "code": "print('once')"});
+
+    // Act: the same key twice in a row, then another key from 10 submitters at once.
+    let (first_status, first) =
+        post_with_key(&server.client, &server.base, "key-seq-1", &body).await;
+    let (second_status, second) =
+        post_with_key(&server.client, &server.base, "key-seq-1", &body).await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let client = server.client.clone();
+        let base = server.base.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            post_with_key(&client, &base, "key-concurrent-2", &body).await
+        }));
+    }
+    let mut concurrent = Vec::new();
+    for task in tasks {
+        concurrent.push(task.await.expect("submitter task"));
+    }
+
+    // Assert
+    assert!(matches!(first_status, 200 | 202), "{first}");
+    assert!(matches!(second_status, 200 | 202), "{second}");
+    assert_eq!(
+        first["id"], second["id"],
+        "the repeated key returns the first job:\n{first}\n{second}"
+    );
+    let concurrent_id = &concurrent[0].1["id"];
+    for (status, job) in &concurrent {
+        assert!(matches!(status, 200 | 202), "{status}: {job}");
+        assert_eq!(
+            &job["id"], concurrent_id,
+            "concurrent submissions with one key return one job: {job}"
+        );
+    }
+    assert_ne!(
+        &first["id"], concurrent_id,
+        "different keys, different jobs"
+    );
+    assert_eq!(
+        total_jobs(&server).await,
+        2,
+        "exactly one job per key is stored"
+    );
+    let job = server.wait_final(&id_of(&first)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+}
+
+// ----- cancel --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn only_queued_jobs_can_be_cancelled() {
+    // Arrange: a sleeping job running, two jobs queued behind it.
+    let server = TestServer::start().await;
+    let running = server
+        .submit(json!({"language": "python", "code": "import time; time.sleep(2)"}))
+        .await;
+    let running_id = id_of(&running);
+    let doomed = server
+        .submit(json!({"language": "python", "code": "print('must not run')"}))
+        .await;
+    let doomed_id = id_of(&doomed);
+    let after = server
+        .submit(json!({"language": "python", "code": "print('after')"}))
+        .await;
+    let after_id = id_of(&after);
+    wait_until_running(&server, &running_id).await;
+
+    // Act + Assert: cancel the queued job.
+    let (status, cancelled) = server.delete(&format!("/api/v1/jobs/{doomed_id}")).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(cancelled["startedAt"].is_null(), "{cancelled}");
+
+    // The running job cannot be cancelled.
+    let (status, body) = server.delete(&format!("/api/v1/jobs/{running_id}")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("running"),
+        "{body}"
+    );
+
+    // The queue goes on past the cancelled job.
+    let finished = server.wait_final(&after_id).await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["output"], "after\n", "{finished}");
+    let first = server.wait_final(&running_id).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+
+    // Finished and already-cancelled jobs cannot be cancelled.
+    let (status, body) = server.delete(&format!("/api/v1/jobs/{after_id}")).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = server.delete(&format!("/api/v1/jobs/{doomed_id}")).await;
+    assert_eq!(status, 409, "{body}");
+
+    // The cancelled job never ran.
+    let (status, doomed) = server.get(&format!("/api/v1/jobs/{doomed_id}")).await;
+    assert_eq!(status, 200, "{doomed}");
+    assert_eq!(doomed["status"], "cancelled", "{doomed}");
+    assert!(doomed["startedAt"].is_null(), "{doomed}");
+    assert_eq!(doomed["attempts"], 0, "{doomed}");
+    assert!(doomed["output"].is_null(), "{doomed}");
+
+    // Unknown and malformed ids.
+    let (status, body) = server
+        .delete("/api/v1/jobs/00000000-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let (status, body) = server.delete("/api/v1/jobs/not-a-job-id").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+}
+
+// ----- Python ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn python_jobs_get_stdin_report_failures_and_time_out() {
+    // Arrange
+    let server = TestServer::start().await;
+
+    // Act
+    let echoed = server
+        .run(json!({
+            "language": "python",
+            "code": "import sys; print(sys.stdin.read().upper())",
+            "stdin": "hello stdin",
+        }))
+        .await;
+    let failed = server
+        .run(json!({
+            "language": "python",
+            "code": "import sys; print('partial'); sys.stderr.write('boom: bad thing\\n'); sys.exit(3)",
+        }))
+        .await;
+    let started = Instant::now();
+    let slow = server
+        .run(json!({
+            "language": "python",
+            "code": "import time; time.sleep(30)",
+            "timeoutSecs": 1,
+        }))
+        .await;
+    let slow_elapsed = started.elapsed();
+
+    // Assert: stdin reaches the program.
+    assert_eq!(echoed["status"], "succeeded", "{echoed}");
+    assert_eq!(echoed["output"], "HELLO STDIN\n", "{echoed}");
+    assert_eq!(echoed["result"], "HELLO STDIN\n", "{echoed}");
+    assert!(echoed["error"].is_null(), "{echoed}");
+
+    // A non-zero exit fails with stderr as the error; stdout is kept.
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["stderr"], "boom: bad thing\n", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("boom: bad thing"),
+        "the error carries stderr: {failed}"
+    );
+    assert_eq!(failed["output"], "partial\n", "{failed}");
+
+    // The deadline stops the job.
+    assert_eq!(slow["status"], "timed_out", "{slow}");
+    assert!(
+        slow["error"].as_str().unwrap_or("").contains("time limit"),
+        "the error says the time limit was hit: {slow}"
+    );
+    assert!(
+        slow_elapsed < Duration::from_secs(15),
+        "a 1 s timeout stopped a 30 s sleep only after {slow_elapsed:?}: {slow}"
+    );
+    assert!(
+        slow["durationMs"].as_i64().is_some_and(|ms| ms < 10_000),
+        "{slow}"
+    );
+}
+
+// ----- queue and health ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn queue_and_health_report_counts_and_the_running_job() {
+    // Arrange
+    let server = TestServer::start().await;
+
+    // Act + Assert: empty.
+    let (status, empty) = server.get("/api/v1/queue").await;
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(
+        empty,
+        json!({
+            "queued": 0, "running": 0, "succeeded": 0, "failed": 0,
+            "timedOut": 0, "cancelled": 0, "runningJob": null
+        }),
+        "{empty}"
+    );
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health, json!({"status": "ok", "queued": 0, "running": 0}));
+
+    // One running, one queued, one cancelled.
+    let running = server
+        .submit(json!({"language": "python", "code": "import time; time.sleep(2)"}))
+        .await;
+    let running_id = id_of(&running);
+    let queued = server
+        .submit(json!({"language": "python", "code": "print('q')"}))
+        .await;
+    let cancelled = server
+        .submit(json!({"language": "python", "code": "print('c')"}))
+        .await;
+    wait_until_running(&server, &running_id).await;
+    let (status, body) = server
+        .delete(&format!("/api/v1/jobs/{}", id_of(&cancelled)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, busy) = server.get("/api/v1/queue").await;
+    assert_eq!(status, 200, "{busy}");
+    assert_eq!(
+        busy,
+        json!({
+            "queued": 1, "running": 1, "succeeded": 0, "failed": 0,
+            "timedOut": 0, "cancelled": 1, "runningJob": running_id
+        }),
+        "{busy}"
+    );
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health, json!({"status": "ok", "queued": 1, "running": 1}));
+
+    // Everything done.
+    let last = server.wait_final(&id_of(&queued)).await;
+    assert_eq!(last["status"], "succeeded", "{last}");
+    let (_, done) = server.get("/api/v1/queue").await;
+    assert_eq!(
+        done,
+        json!({
+            "queued": 0, "running": 0, "succeeded": 2, "failed": 0,
+            "timedOut": 0, "cancelled": 1, "runningJob": null
+        }),
+        "{done}"
+    );
+}
+
+// ----- MeTTa -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metta_job_in_a_session_succeeds() {
+    // Arrange
+    let server = TestServer::start().await;
+
+    // Act
+    let job = server.metta("jobs-test-session", "!(+ 2 3)").await;
+
+    // Assert
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"], "[5]\n", "{job}");
+    assert_eq!(job["language"], "metta", "{job}");
+    assert_eq!(job["sessionId"], "jobs-test-session", "{job}");
+    assert!(is_final(&job), "{job}");
 }

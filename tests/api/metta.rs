@@ -785,3 +785,30 @@ async fn metta_results_equal_metta_py_output() {
         );
     }
 }
+
+/// Without hyperon the server still starts, says so in one log line naming the fix, runs
+/// Python jobs, and fails MeTTa jobs with a clear error (a fault of the service, not the code).
+#[tokio::test]
+async fn metta_without_hyperon_fails_clearly_and_python_still_runs() {
+    // Debian's own interpreter has no hyperon installed.
+    let server = TestServer::start_with(&[("PYTHON", "/usr/bin/python3.11")]).await;
+
+    let metta = server.metta("no-engine", "!(+ 1 2)").await;
+    let python = server
+        .run(json!({"language": "python", "code": "print('still here')"}))
+        .await;
+
+    let logs = server.logs();
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("MeTTa engine unavailable"))
+        .unwrap_or_else(|| panic!("no start-up line about the engine:\n{logs}"));
+    assert!(warning.contains("hyperon"), "{warning}");
+    assert!(warning.contains("scripts/setup.sh"), "{warning}");
+    assert_eq!(metta["status"], "failed", "{metta}");
+    assert_eq!(metta["errorKind"], "service", "{metta}");
+    let error = metta["error"].as_str().unwrap_or_default();
+    assert!(error.contains("MeTTa engine not available"), "{metta}");
+    assert_eq!(python["status"], "succeeded", "{python}");
+    assert_eq!(python["result"], "still here\n", "{python}");
+}
