@@ -94,12 +94,13 @@ impl Application {
             },
             scratch: scratch.clone(),
         });
-        let python = PythonRunner {
-            python: config.python.clone(),
-            containment: plan.python,
+        let python = PythonRunner::new(
+            config.python.clone(),
+            plan.python,
             scratch,
-            max_output_bytes: config.max_output_bytes,
-        };
+            config.max_output_bytes,
+            config.run_timeout(),
+        );
 
         let address = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(address)

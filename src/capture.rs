@@ -2,11 +2,12 @@
 //! at most a fixed number of bytes, drains (and drops) the rest so the child never blocks on
 //! a full pipe, and reports whether anything was dropped.
 //!
-//! Two shapes: `read_capped` drains a pipe to its end (one Python job per child), and
+//! Two shapes: `read_capped_until` drains a pipe to its end (one Python job per child), and
 //! `MarkedCapture` cuts one job's output out of a long-lived stream (the engine child writes
 //! a start marker and an end marker around each job's run).
 
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
 
 /// Output kept from one stream, and whether some was dropped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -30,14 +31,21 @@ impl CapturedOutput {
     }
 }
 
-/// Reads `reader` to its end, keeping the first `cap` bytes.
-pub async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> CapturedOutput {
+/// Reads `reader` to its end (or until `stop`), keeping the first `cap` bytes.
+pub async fn read_capped_until<R: AsyncRead + Unpin>(
+    mut reader: R,
+    cap: usize,
+    stop: CancellationToken,
+) -> CapturedOutput {
     let mut output = CapturedOutput::default();
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return output,
-            Ok(n) => output.keep(&buffer[..n], cap),
+        tokio::select! {
+            read = reader.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return output,
+                Ok(n) => output.keep(&buffer[..n], cap),
+            },
+            _ = stop.cancelled() => return output,
         }
     }
 }
@@ -175,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn read_capped_drains_everything_but_keeps_the_cap() {
         let data = vec![b'x'; 100_000];
-        let output = read_capped(&data[..], 10).await;
+        let output = read_capped_until(&data[..], 10, CancellationToken::new()).await;
         assert_eq!(output.bytes.len(), 10);
         assert!(output.truncated);
     }

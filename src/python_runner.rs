@@ -1,19 +1,65 @@
-//! Runs one Python job in a fresh, contained interpreter: `python -I -c <code>` in its own
-//! process group and temporary directory, stdin from the job, stdout and stderr drained
-//! concurrently and capped, the whole group killed at the deadline and again after exit (so
-//! nothing it started in the background survives). It never touches the database.
+//! Runs one Python job in a fresh, contained interpreter: its own process group and temporary
+//! directory, stdin from the job, stdout and stderr drained concurrently and capped, the whole
+//! group killed at the deadline and again after exit (so nothing it started in the background
+//! survives). It never touches the database.
+//!
+//! The next interpreter is started before it is needed (`prepare_next`): it starts up while
+//! the worker is idle or busy with other jobs and then blocks reading its code from fd 3, so a
+//! learner never waits for interpreter start-up. Each interpreter still runs exactly one job.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::process::Child;
+use tokio_util::sync::CancellationToken;
 
-use crate::capture::{read_capped, CapturedOutput};
-use crate::sandbox::{child_work_dir, contained_command, kill_group, Containment, GroupGuard};
+use crate::capture::{read_capped_until, CapturedOutput};
+use crate::sandbox::{
+    child_work_dir, cloexec_pipe, contained_command, kill_group, pass_fd_as, Containment,
+    GroupGuard,
+};
 
 /// How long to keep draining output after the child is gone (a grandchild that escaped the
 /// group may hold the pipe open; its output is not waited for).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// The descriptor a waiting interpreter reads its code from.
+const CODE_FD: i32 = 3;
+
+/// Runs the code read from fd 3 as `python -I -c <code>` would: in a fresh `__main__`, with
+/// the same traceback (the bootstrap's own frame is left out) and exit status.
+const BOOTSTRAP: &str = r#"
+import os, sys, types
+def _mlb_run():
+    chunks = []
+    while True:
+        chunk = os.read(3, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(3)
+    source = b"".join(chunks).decode("utf-8", "surrogateescape")
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    try:
+        code = compile(source, "<string>", "exec")
+    except SyntaxError as error:
+        import traceback
+        traceback.print_exception(type(error), error, None)
+        sys.exit(1)
+    try:
+        exec(code, main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        import traceback
+        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+        sys.exit(1)
+_mlb_run()
+"#;
 
 /// How a Python job ended.
 #[derive(Debug)]
@@ -37,65 +83,152 @@ pub struct PythonRun {
     pub elapsed: Duration,
 }
 
-/// Starts contained Python interpreters.
-#[derive(Debug, Clone)]
+/// An interpreter started ahead of its job, blocked reading its code.
+struct WaitingInterpreter {
+    child: Child,
+    leader: u32,
+    /// The write end of its fd 3, until the code is sent.
+    code: Option<OwnedFd>,
+    /// Its working directory, removed with it.
+    _work_dir: tempfile::TempDir,
+}
+
+impl Drop for WaitingInterpreter {
+    fn drop(&mut self) {
+        kill_group(self.leader);
+    }
+}
+
+/// Starts contained Python interpreters, one per job, the next one ahead of time.
 pub struct PythonRunner {
     pub python: PathBuf,
     pub containment: Containment,
     /// Where the per-job working directories go (see `sandbox::prepare_scratch`).
     pub scratch: PathBuf,
     pub max_output_bytes: usize,
+    /// The longest deadline a job may have; the CPU limit is set from it at start.
+    pub max_timeout: Duration,
+    waiting: Option<WaitingInterpreter>,
+    /// Whether the last start failed (then none is started ahead until a job asks).
+    start_failing: bool,
 }
 
 impl PythonRunner {
-    /// Runs `code` with `stdin` until it exits or `timeout` passes.
-    pub async fn run(&self, code: &str, stdin: Option<&str>, timeout: Duration) -> PythonRun {
-        let started = Instant::now();
-        let failed = |message: String| PythonRun {
-            exit: PythonExit::SpawnFailed(message),
-            stdout: CapturedOutput::default(),
-            stderr: CapturedOutput::default(),
-            elapsed: started.elapsed(),
-        };
-        let work_dir = match child_work_dir(&self.scratch, "python-", self.containment.identity) {
-            Ok(dir) => dir,
-            Err(err) => return failed(format!("cannot create a working directory: {err}")),
-        };
+    pub fn new(
+        python: PathBuf,
+        containment: Containment,
+        scratch: PathBuf,
+        max_output_bytes: usize,
+        max_timeout: Duration,
+    ) -> Self {
+        PythonRunner {
+            python,
+            containment,
+            scratch,
+            max_output_bytes,
+            max_timeout,
+            waiting: None,
+            start_failing: false,
+        }
+    }
+
+    /// The pid of the interpreter waiting for the next job, if any.
+    pub fn waiting_pid(&self) -> Option<u32> {
+        self.waiting.as_ref().map(|waiting| waiting.leader)
+    }
+
+    /// Starts the next job's interpreter now, unless one is waiting or starting fails.
+    pub fn prepare_next(&mut self) {
+        if self.waiting.is_none() && !self.start_failing {
+            match self.start_interpreter() {
+                Ok(waiting) => self.waiting = Some(waiting),
+                Err(err) => {
+                    tracing::warn!("cannot start a Python interpreter ahead of time: {err}");
+                    self.start_failing = true;
+                }
+            }
+        }
+    }
+
+    fn start_interpreter(&self) -> Result<WaitingInterpreter, String> {
+        let work_dir = child_work_dir(&self.scratch, "python-", self.containment.identity)
+            .map_err(|err| format!("cannot create a working directory: {err}"))?;
         let mut containment = self.containment;
-        // CPU time a little above the wall-clock deadline: a busy loop dies by the deadline
+        // CPU time a little above the longest deadline: a busy loop dies by the deadline
         // first, and a child that forks CPU burners still cannot outlive its budget.
-        containment.limits.cpu_secs = Some(timeout.as_secs() + 2);
+        containment.limits.cpu_secs = Some(self.max_timeout.as_secs() + 2);
+        let (code_reader, code_writer) =
+            cloexec_pipe().map_err(|err| format!("cannot create a pipe: {err}"))?;
         let mut command = contained_command(&self.python, work_dir.path(), containment);
-        command.arg("-I").arg("-c").arg(code);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(err) => {
-                return failed(format!(
-                    "cannot start the Python interpreter {}: {err}",
-                    self.python.display()
-                ))
+        command.arg("-I").arg("-c").arg(BOOTSTRAP);
+        pass_fd_as(&mut command, &code_reader, CODE_FD);
+        let child = command.spawn().map_err(|err| {
+            format!(
+                "cannot start the Python interpreter {}: {err}",
+                self.python.display()
+            )
+        })?;
+        drop(code_reader);
+        Ok(WaitingInterpreter {
+            leader: child.id().unwrap_or(0),
+            child,
+            code: Some(code_writer),
+            _work_dir: work_dir,
+        })
+    }
+
+    /// Runs `code` with `stdin` until it exits or `timeout` passes.
+    pub async fn run(&mut self, code: &str, stdin: Option<&str>, timeout: Duration) -> PythonRun {
+        let started = Instant::now();
+        let waiting = match self.waiting.take() {
+            Some(waiting) => Ok(waiting),
+            None => self.start_interpreter(),
+        };
+        self.start_failing = waiting.is_err();
+        let mut waiting = match waiting {
+            Ok(waiting) => waiting,
+            Err(message) => {
+                return PythonRun {
+                    exit: PythonExit::SpawnFailed(message),
+                    stdout: CapturedOutput::default(),
+                    stderr: CapturedOutput::default(),
+                    elapsed: started.elapsed(),
+                }
             }
         };
-        let leader = child.id().unwrap_or(0);
-        let _group = GroupGuard(leader);
+        let _group = GroupGuard(waiting.leader);
+        let child = &mut waiting.child;
 
-        let stdin_bytes = stdin.unwrap_or_default().as_bytes().to_vec();
-        if let Some(mut pipe) = child.stdin.take() {
-            // A child that never reads its stdin must not block the job: write in the background.
-            tokio::spawn(async move {
-                let _ = pipe.write_all(&stdin_bytes).await;
-                let _ = pipe.shutdown().await;
-            });
-        }
+        // Output is read from the start, so a child printing before it reads stdin never blocks.
+        let stop_reading = CancellationToken::new();
         let cap = self.max_output_bytes;
         let stdout = child
             .stdout
             .take()
-            .map(|pipe| tokio::spawn(read_capped(pipe, cap)));
+            .map(|pipe| tokio::spawn(read_capped_until(pipe, cap, stop_reading.clone())));
         let stderr = child
             .stderr
             .take()
-            .map(|pipe| tokio::spawn(read_capped(pipe, cap)));
+            .map(|pipe| tokio::spawn(read_capped_until(pipe, cap, stop_reading.clone())));
+
+        // Code, then stdin, in the background: a child that reads neither must not block the
+        // job, and one that died early makes these writes fail harmlessly.
+        let code_pipe = waiting
+            .code
+            .take()
+            .and_then(|fd| pipe::Sender::from_owned_fd(fd).ok());
+        let code_bytes = code.as_bytes().to_vec();
+        let stdin_bytes = stdin.unwrap_or_default().as_bytes().to_vec();
+        let stdin_pipe = child.stdin.take();
+        tokio::spawn(async move {
+            if let Some(mut pipe) = code_pipe {
+                let _ = pipe.write_all(&code_bytes).await;
+            }
+            if let Some(mut pipe) = stdin_pipe {
+                let _ = pipe.write_all(&stdin_bytes).await;
+                let _ = pipe.shutdown().await;
+            }
+        });
 
         let exit = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(Ok(status)) => {
@@ -111,12 +244,12 @@ impl PythonRunner {
         };
         // Kill whatever is left of the group: the interpreter at the deadline, and anything it
         // left running in the background after a normal exit.
-        kill_group(leader);
+        kill_group(waiting.leader);
         let _ = child.wait().await;
 
-        let stdout = collect(stdout).await;
-        let stderr = collect(stderr).await;
-        drop(work_dir);
+        let stdout = collect(stdout, &stop_reading).await;
+        let stderr = collect(stderr, &stop_reading).await;
+        drop(waiting);
         PythonRun {
             exit,
             stdout,
@@ -126,19 +259,18 @@ impl PythonRunner {
     }
 }
 
-async fn collect(task: Option<tokio::task::JoinHandle<CapturedOutput>>) -> CapturedOutput {
-    let Some(task) = task else {
+/// The output of a reader task; after `DRAIN_AFTER_EXIT` it is told to stop (a process that
+/// escaped the group may hold the pipe open) and returns what it has.
+async fn collect(
+    task: Option<tokio::task::JoinHandle<CapturedOutput>>,
+    stop: &CancellationToken,
+) -> CapturedOutput {
+    let Some(mut task) = task else {
         return CapturedOutput::default();
     };
-    let abort = task.abort_handle();
-    match tokio::time::timeout(DRAIN_AFTER_EXIT, task).await {
-        Ok(Ok(output)) => output,
-        _ => {
-            abort.abort();
-            CapturedOutput {
-                bytes: Vec::new(),
-                truncated: true,
-            }
-        }
+    if let Ok(Ok(output)) = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut task).await {
+        return output;
     }
+    stop.cancel();
+    task.await.unwrap_or_default()
 }

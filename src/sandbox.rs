@@ -11,6 +11,7 @@
 //! reads output (the runners do).
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -196,6 +197,33 @@ pub fn children_of(pid: u32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
+}
+
+/// A pipe (read end, write end), both close-on-exec.
+pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fresh descriptors, which the OwnedFds then own.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes `fd` (an end of a `cloexec_pipe`) the child's descriptor `target`; the parent keeps
+/// its own copy, which it must drop after spawning.
+pub fn pass_fd_as(command: &mut Command, fd: &OwnedFd, target: RawFd) {
+    let fd = fd.as_raw_fd();
+    // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == target {
+                // dup2 onto itself keeps close-on-exec set: clear it instead.
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                check(flags)?;
+                check(libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC))
+            } else {
+                check(libc::dup2(fd, target))
+            }
+        });
+    }
 }
 
 /// Kills a child's process group when dropped, so a job abandoned mid-run (shutdown, a

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::CapturedOutput;
-use crate::domain::{CodeId, ErrorKind, JobKind, JobStatus, Language, SessionId};
+use crate::domain::{CodeId, ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
 use crate::engine::protocol::ResponseOutcome;
 use crate::engine::{EngineSupervisor, MettaRequest, MettaRunOutcome};
 use crate::job_signals::JobSignals;
@@ -37,6 +37,7 @@ impl Worker {
         if let Err(reason) = self.engine.ensure_started().await {
             tracing::warn!("MeTTa engine not available: {reason}");
         }
+        self.python.prepare_next();
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -79,14 +80,26 @@ impl Worker {
             }
             signals.job_finished(id);
             self.engine.start_replacement().await;
-            let engine: Vec<u32> = self.engine.pid().into_iter().collect();
-            let reaped = reap_orphans(&engine);
-            if reaped > 0 {
-                tracing::info!(job = %id, reaped, "ended processes the job left behind");
-            }
+            self.python.prepare_next();
+            self.reap_leftovers(id);
         }
         self.engine.stop();
         tracing::info!("worker stopped");
+    }
+
+    /// Ends what the job left running: every child of the server (its subreaper) but the
+    /// live engine and the waiting Python interpreter.
+    fn reap_leftovers(&self, job: JobId) {
+        let keep: Vec<u32> = self
+            .engine
+            .pid()
+            .into_iter()
+            .chain(self.python.waiting_pid())
+            .collect();
+        let reaped = reap_orphans(&keep);
+        if reaped > 0 {
+            tracing::info!(job = %job, reaped, "ended processes the job left behind");
+        }
     }
 
     /// Runs one claimed job and stores its outcome.

@@ -91,10 +91,7 @@ fn load_driver(args: &EngineArgs) -> Result<(Py<PyModule>, String), String> {
         .map_err(|err| format!("--sys-path is not a JSON list of folders: {err}"))?;
     let source = CString::new(DRIVER_SOURCE).map_err(|err| err.to_string())?;
     Python::attach(|py| {
-        let sys = py.import("sys")?;
-        if !folders.is_empty() {
-            sys.setattr("path", PyList::new(py, &folders)?)?;
-        }
+        use_sys_path(py, &folders)?;
         let driver = PyModule::from_code(py, source.as_c_str(), c"driver.py", c"mlb_driver")?;
         let cwd = std::env::current_dir()
             .map(|dir| dir.display().to_string())
@@ -108,6 +105,17 @@ fn load_driver(args: &EngineArgs) -> Result<(Py<PyModule>, String), String> {
         Ok((driver.unbind(), version))
     })
     .map_err(|err: PyErr| format!("cannot import hyperon in the engine: {err}"))
+}
+
+/// Makes `folders` (the project environment's `sys.path`, as the server's probe of `PYTHON`
+/// reports it) the embedded interpreter's `sys.path`, so `import hyperon` finds `.venv`'s
+/// packages; an empty list keeps the embedded default. Also used by the benchmark binary.
+pub fn use_sys_path(py: Python<'_>, folders: &[String]) -> PyResult<()> {
+    if !folders.is_empty() {
+        py.import("sys")?
+            .setattr("path", PyList::new(py, folders)?)?;
+    }
+    Ok(())
 }
 
 fn engine_error(request_line: &str, message: &str) -> String {

@@ -5,7 +5,6 @@
 //!
 //! It never touches the database: the worker gives it history when the child asks for it.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,7 +20,10 @@ use super::child::RESPONSE_FD;
 use super::protocol::{EngineResponse, ResponseOutcome, RunRequest};
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
-use crate::sandbox::{child_work_dir, children_of, contained_command, kill_group, Containment};
+use crate::sandbox::{
+    child_work_dir, children_of, cloexec_pipe, contained_command, kill_group, pass_fd_as,
+    Containment,
+};
 
 /// How long a new engine child may take to import hyperon and say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -401,7 +403,7 @@ impl EngineSupervisor {
         let containment = self.settings.containment;
         let work_dir = child_work_dir(&self.settings.scratch, "engine-", containment.identity)
             .map_err(|err| format!("cannot create the engine's working directory: {err}"))?;
-        let (response_reader, response_writer) = response_pipe()
+        let (response_reader, response_writer) = cloexec_pipe()
             .map_err(|err| format!("cannot create the engine's answer pipe: {err}"))?;
         let sys_path =
             serde_json::to_string(&self.settings.sys_path).unwrap_or_else(|_| "[]".into());
@@ -416,23 +418,7 @@ impl EngineSupervisor {
             .arg("--sys-path")
             .arg(sys_path)
             .stdin(Stdio::piped());
-        let writer_fd = response_writer.as_raw_fd();
-        // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
-                if writer_fd == RESPONSE_FD {
-                    let flags = libc::fcntl(writer_fd, libc::F_GETFD);
-                    if flags < 0
-                        || libc::fcntl(writer_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(writer_fd, RESPONSE_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        pass_fd_as(&mut command, &response_writer, RESPONSE_FD);
         let mut child = command.spawn().map_err(|err| {
             format!(
                 "cannot start the engine process {}: {err}",
@@ -491,16 +477,6 @@ impl EngineSupervisor {
                 .unwrap_or_else(|| "the engine refused to start".into())),
         }
     }
-}
-
-/// A pipe whose read end stays in the server and whose write end becomes the child's fd 3.
-fn response_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fresh descriptors, which the OwnedFds then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Reads a child's output pipe in the background and forwards it in chunks. The channel is

@@ -277,7 +277,11 @@ async fn an_expired_shutdown_grace_abandons_the_job_and_the_next_start_requeues_
     let mut server = TestServer::start_with(&[("SHUTDOWN_GRACE_SECS", "1")]).await;
     let marker = format!("grace-expiry-{}", uuid::Uuid::new_v4().simple());
     let job = server
-        .submit(python(&format!("import time; time.sleep(30)  # {marker}")))
+        // The interpreter replaces itself with one whose command line carries the marker
+        // (the job's code itself reaches the interpreter through a pipe, not its arguments).
+        .submit(python(&format!(
+            "import os, sys; os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(30)', '{marker}'])"
+        )))
         .await;
     let id = id_of(&job);
     wait_until_running(&server, &id).await;
