@@ -97,6 +97,7 @@ impl Application {
         let python = PythonRunner::new(
             config.python.clone(),
             plan.python,
+            plan.python_alternate,
             scratch,
             config.max_output_bytes,
             config.run_timeout(),

@@ -110,6 +110,11 @@ pub struct Config {
     #[arg(long, env = "CHILD_UID", default_value_t = 65534)]
     pub child_uid: u32,
 
+    /// When the server runs as root: the uid of every other Python job, so the job running
+    /// and the interpreter started ahead for the next one never share a uid.
+    #[arg(long, env = "CHILD_ALT_UID", default_value_t = 65532)]
+    pub child_alt_uid: u32,
+
     /// When the server runs as root: the uid the MeTTa engine runs under (apart from Python
     /// jobs, so sweeping one's leftovers never touches the other).
     #[arg(long, env = "ENGINE_UID", default_value_t = 65533)]
@@ -199,6 +204,10 @@ impl Config {
                 uid: self.child_uid,
                 gid: self.child_gid,
             },
+            python_alternate_identity: Identity {
+                uid: self.child_alt_uid,
+                gid: self.child_gid,
+            },
             engine_identity: Identity {
                 uid: self.engine_uid,
                 gid: self.child_gid,
@@ -242,11 +251,23 @@ impl Config {
                 "RATE_LIMIT_BURST must be at least 1 when RATE_LIMIT_PER_MINUTE is set".into(),
             );
         }
-        if self.child_uid == 0 || self.engine_uid == 0 || self.child_gid == 0 {
-            return Err("CHILD_UID, ENGINE_UID and CHILD_GID must not be 0 (root)".into());
+        if [
+            self.child_uid,
+            self.child_alt_uid,
+            self.engine_uid,
+            self.child_gid,
+        ]
+        .contains(&0)
+        {
+            return Err(
+                "CHILD_UID, CHILD_ALT_UID, ENGINE_UID and CHILD_GID must not be 0 (root)".into(),
+            );
         }
-        if self.child_uid == self.engine_uid {
-            return Err("CHILD_UID and ENGINE_UID must differ".into());
+        if self.child_uid == self.engine_uid
+            || self.child_alt_uid == self.engine_uid
+            || self.child_uid == self.child_alt_uid
+        {
+            return Err("CHILD_UID, CHILD_ALT_UID and ENGINE_UID must all differ".into());
         }
         // Python code travels as one command-line argument, which Linux caps at 128 KiB.
         if self.max_code_bytes > 120 * 1024 {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{read_capped_until, CapturedOutput};
 use crate::sandbox::{
     child_work_dir, cloexec_pipe, contained_command, kill_group, pass_fd_as, Containment,
-    GroupGuard,
+    GroupGuard, Identity,
 };
 
 /// How long to keep draining output after the child is gone (a grandchild that escaped the
@@ -108,6 +108,10 @@ pub struct PythonRunner {
     pub max_output_bytes: usize,
     /// The longest deadline a job may have; the CPU limit is set from it at start.
     pub max_timeout: Duration,
+    /// The identity of every other interpreter (see `ContainmentPlan::python_alternate`).
+    alternate: Option<Identity>,
+    /// How many interpreters were started, to alternate identities.
+    started: u64,
     waiting: Option<WaitingInterpreter>,
     /// Whether the last start failed (then none is started ahead until a job asks).
     start_failing: bool,
@@ -117,6 +121,7 @@ impl PythonRunner {
     pub fn new(
         python: PathBuf,
         containment: Containment,
+        alternate: Option<Identity>,
         scratch: PathBuf,
         max_output_bytes: usize,
         max_timeout: Duration,
@@ -127,6 +132,8 @@ impl PythonRunner {
             scratch,
             max_output_bytes,
             max_timeout,
+            alternate,
+            started: 0,
             waiting: None,
             start_failing: false,
         }
@@ -150,10 +157,14 @@ impl PythonRunner {
         }
     }
 
-    fn start_interpreter(&self) -> Result<WaitingInterpreter, String> {
-        let work_dir = child_work_dir(&self.scratch, "python-", self.containment.identity)
-            .map_err(|err| format!("cannot create a working directory: {err}"))?;
+    fn start_interpreter(&mut self) -> Result<WaitingInterpreter, String> {
         let mut containment = self.containment;
+        self.started += 1;
+        if self.started % 2 == 0 && self.alternate.is_some() {
+            containment.identity = self.alternate;
+        }
+        let work_dir = child_work_dir(&self.scratch, "python-", containment.identity)
+            .map_err(|err| format!("cannot create a working directory: {err}"))?;
         // CPU time a little above the longest deadline: a busy loop dies by the deadline
         // first, and a child that forks CPU burners still cannot outlive its budget.
         containment.limits.cpu_secs = Some(self.max_timeout.as_secs() + 2);

@@ -77,8 +77,9 @@ pub fn contained_command(program: &Path, work_dir: &Path, containment: Containme
         .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec and calls only
     // async-signal-safe functions (setsid, prctl, unshare, setrlimit, setgroups, setgid, setuid).
+    let parent = std::process::id() as libc::pid_t;
     unsafe {
-        command.pre_exec(move || apply_in_child(containment));
+        command.pre_exec(move || apply_in_child(containment, parent));
     }
     command
 }
@@ -91,14 +92,12 @@ fn check(result: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn apply_in_child(containment: Containment) -> io::Result<()> {
+fn apply_in_child(containment: Containment, parent: libc::pid_t) -> io::Result<()> {
     // SAFETY (all calls below): plain system calls on the child's own process state.
     unsafe {
         // A new session makes the child the leader of a new process group whose id is its
         // pid, so `kill_group(pid)` reaches everything it starts (unless that calls setsid).
         check(libc::setsid())?;
-        // If the server dies (even by kill -9), the child dies with it instead of running on.
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
         if containment.new_network {
             check(libc::unshare(libc::CLONE_NEWNET))?;
         }
@@ -120,6 +119,16 @@ fn apply_in_child(containment: Containment) -> io::Result<()> {
             check(libc::setuid(identity.uid))?;
         }
     }
+    // If the server dies (even by kill -9), the child dies with it instead of running on.
+    // Set last: changing the uid clears it. If the server died before this point, the
+    // child already has another parent and stops here.
+    // SAFETY: prctl and getppid on the child's own process state.
+    unsafe {
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+        if libc::getppid() != parent {
+            return Err(io::Error::other("the server went away"));
+        }
+    }
     Ok(())
 }
 
@@ -130,6 +139,18 @@ fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> 
     };
     // SAFETY: setrlimit reads the struct we pass.
     check(unsafe { libc::setrlimit(resource, &limit) })
+}
+
+/// Names a signal that ends children, with the limit it usually means.
+pub fn describe_signal(signal: i32) -> String {
+    match signal {
+        libc::SIGKILL => "SIGKILL (out of memory, or killed from outside)".into(),
+        libc::SIGXCPU => "SIGXCPU (its CPU time limit)".into(),
+        libc::SIGXFSZ => "SIGXFSZ (its file size limit, CHILD_FILE_SIZE_MB)".into(),
+        libc::SIGSEGV => "SIGSEGV (a crash)".into(),
+        libc::SIGABRT => "SIGABRT (an abort)".into(),
+        other => format!("signal {other}"),
+    }
 }
 
 /// Sends SIGKILL to the whole process group led by `leader_pid` (no effect when it is gone).
@@ -269,6 +290,10 @@ pub fn prepare_scratch(root: &Path) -> io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct ContainmentPlan {
     pub python: Containment,
+    /// The identity of every other Python job (when privileges are dropped): the job running
+    /// and the interpreter waiting for the next one never share a uid, so the first cannot
+    /// signal or trace the second.
+    pub python_alternate: Option<Identity>,
     pub engine: Containment,
     /// One line each for what is not contained on this host.
     pub warnings: Vec<String>,
@@ -279,6 +304,7 @@ pub struct ContainmentPlan {
 pub struct ContainmentSettings {
     pub limits: ChildLimits,
     pub python_identity: Identity,
+    pub python_alternate_identity: Identity,
     pub engine_identity: Identity,
     /// Whether to drop to the identities at all when running as root.
     pub drop_privileges: bool,
@@ -325,7 +351,11 @@ pub fn plan_containment(
         warnings.push("children run as root (CHILD_DROP_PRIVILEGES=false)".into());
     }
     if drop_privileges {
-        for identity in [settings.python_identity, settings.engine_identity] {
+        for identity in [
+            settings.python_identity,
+            settings.python_alternate_identity,
+            settings.engine_identity,
+        ] {
             let probe = Containment {
                 limits: settings.limits,
                 identity: Some(identity),
@@ -354,6 +384,7 @@ pub fn plan_containment(
     };
     ContainmentPlan {
         python: containment(settings.python_identity),
+        python_alternate: drop_privileges.then_some(settings.python_alternate_identity),
         engine: containment(settings.engine_identity),
         warnings,
     }
@@ -372,9 +403,10 @@ fn probe_run(program: &Path, args: &[&str], containment: Containment) -> Result<
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     // SAFETY: as in `contained_command`.
+    let parent = std::process::id() as libc::pid_t;
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-            apply_in_child(containment)
+            apply_in_child(containment, parent)
         });
     }
     let output = command.output().map_err(|err| err.to_string())?;

@@ -17,7 +17,7 @@ use crate::engine::protocol::ResponseOutcome;
 use crate::engine::{EngineSupervisor, MettaRequest, MettaRunOutcome};
 use crate::job_signals::JobSignals;
 use crate::python_runner::{PythonExit, PythonRunner};
-use crate::sandbox::reap_orphans;
+use crate::sandbox::{describe_signal, reap_orphans};
 use crate::store::{CutOutcome, JobOutcome, JobRecord, Store, StoreError};
 
 /// The message of a successful reset, as the original service answered it.
@@ -79,9 +79,10 @@ impl Worker {
                 break;
             }
             signals.job_finished(id);
+            // Leftovers first: nothing the job left may meet the next child it could reach.
+            self.reap_leftovers(id);
             self.engine.start_replacement().await;
             self.python.prepare_next();
-            self.reap_leftovers(id);
         }
         self.engine.stop();
         tracing::info!("worker stopped");
@@ -415,16 +416,5 @@ fn describe_duration(duration: Duration) -> String {
         format!("{} s", millis / 1000)
     } else {
         format!("{:.1} s", duration.as_secs_f64())
-    }
-}
-
-fn describe_signal(signal: i32) -> String {
-    match signal {
-        libc::SIGKILL => "SIGKILL (out of memory, or killed from outside)".into(),
-        libc::SIGXCPU => "SIGXCPU (its CPU time limit)".into(),
-        libc::SIGXFSZ => "SIGXFSZ (its file size limit)".into(),
-        libc::SIGSEGV => "SIGSEGV (a crash)".into(),
-        libc::SIGABRT => "SIGABRT (an abort)".into(),
-        other => format!("signal {other}"),
     }
 }

@@ -21,8 +21,8 @@ use super::protocol::{EngineResponse, ResponseOutcome, RunRequest};
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
 use crate::sandbox::{
-    child_work_dir, children_of, cloexec_pipe, contained_command, kill_group, pass_fd_as,
-    Containment,
+    child_work_dir, children_of, cloexec_pipe, contained_command, describe_signal, kill_group,
+    pass_fd_as, Containment,
 };
 
 /// How long a new engine child may take to import hyperon and say it is ready.
@@ -516,7 +516,7 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("the engine exited with status {code}"),
-        (_, Some(signal)) => format!("the engine was killed by signal {signal}"),
+        (_, Some(signal)) => format!("the engine was killed by {}", describe_signal(signal)),
         _ => "the engine exited".into(),
     }
 }

@@ -21,6 +21,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The client sent its request too slowly.
+    #[error("{0}")]
+    SlowRequest(String),
     /// A run hit its deadline, or a legacy request waited out (the job goes on; `request_id`
     /// fetches it later).
     #[error("{message}")]
@@ -55,6 +58,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::SlowRequest(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Fault(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -74,6 +78,16 @@ impl IntoResponse for ApiError {
             _ => serde_json::json!({ "error": message }),
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(
+            self,
+            ApiError::PayloadTooLarge(_) | ApiError::SlowRequest(_)
+        ) {
+            // The rest of the body may be unread: the connection cannot carry another request.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         if matches!(self, ApiError::QueueFull | ApiError::Unavailable(_)) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

@@ -192,6 +192,11 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
                 ApiError::PayloadTooLarge(
                     "the request body is larger than MAX_BODY_BYTES allows".into(),
                 )
+            } else if rejection.body_text().contains("timeout") {
+                ApiError::SlowRequest(format!(
+                    "the request body did not arrive within BODY_READ_TIMEOUT_SECS: {}",
+                    rejection.body_text()
+                ))
             } else {
                 ApiError::BadRequest(format!(
                     "cannot read the request body: {}",

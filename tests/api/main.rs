@@ -6,6 +6,8 @@ mod support;
 
 mod bad_input;
 mod contract;
+mod hostile_code;
+mod hostile_requests;
 mod jobs;
 mod metta;
 mod restart;
