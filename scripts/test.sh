@@ -7,3 +7,5 @@ scripts/setup.sh --debug
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-2}"
+# The reliability suite (kills the server and the engine under load; about 1-2 minutes).
+cargo test --test api --locked -- --ignored --nocapture reliability

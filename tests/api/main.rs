@@ -10,5 +10,6 @@ mod hostile_code;
 mod hostile_requests;
 mod jobs;
 mod metta;
+mod reliability;
 mod restart;
 mod sessions_api;
