@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Benchmarks the service against the MeTTa engine's own speed, in one run on this machine:
+# sets everything up and builds (release), then runs target/release/metta-learner-bench, which
+# prints a markdown report and writes bench/results/latest.md and bench/results/latest.json.
+# Progress goes to stderr; the report to stdout. Takes about a minute on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec target/release/metta-learner-bench "$@"
