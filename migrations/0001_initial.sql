@@ -52,7 +52,39 @@ CREATE TABLE jobs (
     duration_ms       INTEGER
 );
 
--- "Next queued job" and "the running job" in O(log n), whatever the size of the log.
-CREATE INDEX jobs_active ON jobs(status, seq) WHERE status IN ('queued', 'running');
+-- "Next queued job", "jobs ahead of this one" and "the running job" touch only active rows,
+-- whatever the size of the log. (A partial index is used only for a query whose WHERE names
+-- its condition, so each state has its own.)
+CREATE INDEX jobs_queued ON jobs(seq) WHERE status = 'queued';
+CREATE INDEX jobs_running ON jobs(seq) WHERE status = 'running';
 -- A session's job log, for instructors.
 CREATE INDEX jobs_by_session ON jobs(session_id, seq);
+
+-- Jobs per state, kept by triggers, so the queue cap, /health and /api/v1/queue never count
+-- the whole log.
+CREATE TABLE job_counts (
+    status  TEXT PRIMARY KEY NOT NULL,
+    n       INTEGER NOT NULL
+);
+INSERT INTO job_counts (status, n) VALUES
+    ('queued', 0), ('running', 0), ('succeeded', 0), ('failed', 0), ('timed_out', 0), ('cancelled', 0);
+
+CREATE TRIGGER jobs_counted_on_insert AFTER INSERT ON jobs
+BEGIN
+    UPDATE job_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+
+CREATE TRIGGER jobs_counted_on_status_change AFTER UPDATE OF status ON jobs
+WHEN OLD.status <> NEW.status
+BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE status = OLD.status;
+    UPDATE job_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+
+-- Every session a job names has a row, so instructors see it even when all its runs failed.
+CREATE TRIGGER jobs_session_recorded AFTER INSERT ON jobs
+WHEN NEW.session_id IS NOT NULL
+BEGIN
+    INSERT OR IGNORE INTO sessions (id, generation, created_at, updated_at)
+    VALUES (NEW.session_id, 0, NEW.created_at, NEW.created_at);
+END;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +65,29 @@ impl JobQueue {
         })
     }
 
+    /// Submits `job` and, with a `limit`, waits for it to be final (or for the limit). The
+    /// subscription to "finished" comes first, so the job cannot finish unseen in between.
+    pub async fn submit_and_wait(
+        &self,
+        job: NewJob,
+        limit: Option<Duration>,
+    ) -> Result<Submission, StoreError> {
+        let mut finished = self.signals.subscribe_finished();
+        let submission = self.submit(job).await?;
+        let Some(limit) = limit else {
+            return Ok(submission);
+        };
+        Ok(match submission {
+            Submission::Accepted(job) => {
+                Submission::Accepted(self.wait_with(&mut finished, job, limit).await?)
+            }
+            Submission::Existing(job) => {
+                Submission::Existing(self.wait_with(&mut finished, job, limit).await?)
+            }
+            Submission::QueueFull => Submission::QueueFull,
+        })
+    }
+
     /// The job once it is final, or its state when `limit` passes (or the server stops).
     /// Woken by the worker's announcement, never by polling; `None` for an unknown id.
     pub async fn wait_until_final(
@@ -71,19 +95,34 @@ impl JobQueue {
         id: JobId,
         limit: Duration,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let deadline = Instant::now() + limit;
         let mut finished = self.signals.subscribe_finished();
+        let Some(job) = self.store.get_job(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.wait_with(&mut finished, job, limit).await?))
+    }
+
+    /// Waits from `job` (read after `finished` was subscribed) until it is final, `limit`
+    /// passes or the server stops, re-reading it after each announcement.
+    async fn wait_with(
+        &self,
+        finished: &mut broadcast::Receiver<JobId>,
+        mut job: JobRecord,
+        limit: Duration,
+    ) -> Result<JobRecord, StoreError> {
+        let deadline = Instant::now() + limit;
         loop {
-            let Some(job) = self.store.get_job(id).await? else {
-                return Ok(None);
-            };
             let left = deadline.saturating_duration_since(Instant::now());
             if job.status.is_final() || left.is_zero() || self.shutdown.is_cancelled() {
-                return Ok(Some(job));
+                return Ok(job);
             }
             tokio::select! {
-                _ = wait_for_finish(&mut finished, id, left) => {}
+                _ = wait_for_finish(finished, job.id, left) => {}
                 _ = self.shutdown.cancelled() => {}
+            }
+            match self.store.get_job(job.id).await? {
+                Some(latest) => job = latest,
+                None => return Ok(job),
             }
         }
     }

@@ -79,6 +79,9 @@ impl Worker {
                 break;
             }
             signals.job_finished(id);
+            // Let the woken long-waits answer before the chores below: forking the next
+            // child stalls this thread for a moment, and a woken task waits for it.
+            tokio::task::yield_now().await;
             // Leftovers first: nothing the job left may meet the next child it could reach.
             self.reap_leftovers(id);
             self.engine.start_replacement().await;

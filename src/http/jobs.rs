@@ -192,22 +192,8 @@ pub async fn submit_and_respond(
     job: NewJob,
     wait: Option<Duration>,
 ) -> Result<Response, ApiError> {
-    let job = submit(state, job).await?;
-    let job = match wait {
-        Some(limit) if !job.status.is_final() => state
-            .queue
-            .wait_until_final(job.id, limit)
-            .await?
-            .unwrap_or(job),
-        _ => job,
-    };
-    Ok(job_response(&job))
-}
-
-/// Queues `job` (or finds the earlier one with its idempotency key).
-pub async fn submit(state: &AppState, job: NewJob) -> Result<JobRecord, ApiError> {
-    match state.queue.submit(job).await? {
-        Submission::Accepted(job) | Submission::Existing(job) => Ok(job),
+    match state.queue.submit_and_wait(job, wait).await? {
+        Submission::Accepted(job) | Submission::Existing(job) => Ok(job_response(&job)),
         Submission::QueueFull => Err(ApiError::QueueFull),
     }
 }

@@ -12,9 +12,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::jobs::{submit, RunSubmission};
+use super::jobs::RunSubmission;
 use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
 use crate::domain::{CodeId, ErrorKind, JobKind, JobStatus, Language, SessionId};
+use crate::queue::Submission;
 use crate::store::{JobRecord, NewJob};
 
 pub fn router() -> Router<AppState> {
@@ -75,13 +76,11 @@ fn required_code(code: Option<String>) -> Result<String, ApiError> {
 /// Queues a job and waits for its final state; the answer for anything but success is the
 /// error the legacy API gives for it.
 async fn run_to_completion(state: &AppState, job: NewJob) -> Result<JobRecord, ApiError> {
-    let job = submit(state, job).await?;
     let limit = Duration::from_secs(state.config.legacy_wait_secs);
-    let job = state
-        .queue
-        .wait_until_final(job.id, limit)
-        .await?
-        .unwrap_or(job);
+    let job = match state.queue.submit_and_wait(job, Some(limit)).await? {
+        Submission::Accepted(job) | Submission::Existing(job) => job,
+        Submission::QueueFull => return Err(ApiError::QueueFull),
+    };
     let error = || job.error.clone().unwrap_or_default().trim().to_string();
     match job.status {
         JobStatus::Succeeded => Ok(job),

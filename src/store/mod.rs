@@ -181,46 +181,35 @@ impl Store {
                 return Ok(EnqueueOutcome::Duplicate(existing));
             }
         }
-        let now = now_timestamp();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
+        // One statement: the cap check, the insert, the session's row (a trigger) and the
+        // job's queue position, all or nothing.
+        let sql = format!(
             "INSERT INTO jobs (id, kind, language, session_id, code_id, code, stdin, timeout_ms, \
                                status, idempotency_key, created_at) \
              SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ? \
-             WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'queued') < ? \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(job.id.to_string())
-        .bind(job.kind.as_str())
-        .bind(job.language.map(Language::as_str))
-        .bind(job.session_id.as_ref().map(SessionId::as_str))
-        .bind(job.code_id.as_ref().map(CodeId::as_str))
-        .bind(&job.code)
-        .bind(&job.stdin)
-        .bind(job.timeout_ms as i64)
-        .bind(&job.idempotency_key)
-        .bind(&now)
-        .bind(max_queued as i64)
-        .execute(&mut *tx)
-        .await?;
-        if let (1, Some(session)) = (inserted.rows_affected(), &job.session_id) {
-            // Every session a job names is listed for instructors, even one whose runs all failed.
-            sqlx::query(
-                "INSERT INTO sessions (id, generation, created_at, updated_at) VALUES (?, 0, ?, ?) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(session.as_str())
-            .bind(&now)
-            .bind(&now)
-            .execute(&mut *tx)
+             WHERE (SELECT n FROM job_counts WHERE status = 'queued') < ? \
+             ON CONFLICT (idempotency_key) DO NOTHING \
+             RETURNING {JOB_COLUMNS}, \
+                 (SELECT COUNT(*) FROM jobs AS ahead \
+                  WHERE ahead.status = 'queued' AND ahead.seq < jobs.seq) + 1 AS position"
+        );
+        let inserted = sqlx::query(&sql)
+            .bind(job.id.to_string())
+            .bind(job.kind.as_str())
+            .bind(job.language.map(Language::as_str))
+            .bind(job.session_id.as_ref().map(SessionId::as_str))
+            .bind(job.code_id.as_ref().map(CodeId::as_str))
+            .bind(&job.code)
+            .bind(&job.stdin)
+            .bind(job.timeout_ms as i64)
+            .bind(&job.idempotency_key)
+            .bind(now_timestamp())
+            .bind(max_queued as i64)
+            .fetch_optional(&self.pool)
             .await?;
-        }
-        tx.commit().await?;
-        if inserted.rows_affected() == 1 {
-            let record = self
-                .get_job(job.id)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("a job vanished right after insert".into()))?;
+        if let Some(row) = inserted {
+            let mut record = JobRecord::from_row(&row)?;
+            record.position = Some(row.try_get("position")?);
             return Ok(EnqueueOutcome::Accepted(record));
         }
         // Either the queue is full or a concurrent request won the idempotency key.
@@ -338,7 +327,7 @@ impl Store {
 
     /// Counts of jobs by state and the running job's id.
     pub async fn queue_counts(&self) -> StoreResult<QueueCounts> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+        let rows = sqlx::query("SELECT status, n FROM job_counts")
             .fetch_all(&self.pool)
             .await?;
         let mut counts = QueueCounts::default();
@@ -413,37 +402,24 @@ impl Store {
         if outcome.status == JobStatus::Succeeded {
             let now = now_timestamp();
             touch_session(&mut tx, session, &now).await?;
-            let replaced = sqlx::query(
-                "UPDATE history SET code = ?, updated_at = ?, last_job_id = ?, last_result = ? \
-                 WHERE session_id = ? AND code_id = ?",
+            // A known codeId keeps its position and gets the new code; a new one goes last.
+            sqlx::query(
+                "INSERT INTO history (session_id, position, code_id, code, created_at, \
+                                      updated_at, last_job_id, last_result) \
+                 SELECT ?1, COALESCE(MAX(position), 0) + 1, ?2, ?3, ?4, ?4, ?5, ?6 \
+                 FROM history WHERE session_id = ?1 \
+                 ON CONFLICT (session_id, code_id) DO UPDATE SET \
+                     code = excluded.code, updated_at = excluded.updated_at, \
+                     last_job_id = excluded.last_job_id, last_result = excluded.last_result",
             )
+            .bind(session.as_str())
+            .bind(code_id.as_str())
             .bind(code)
             .bind(&now)
             .bind(id.to_string())
             .bind(&outcome.result)
-            .bind(session.as_str())
-            .bind(code_id.as_str())
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if replaced == 0 {
-                sqlx::query(
-                    "INSERT INTO history (session_id, position, code_id, code, created_at, \
-                                          updated_at, last_job_id, last_result) \
-                     SELECT ?, COALESCE(MAX(position), 0) + 1, ?, ?, ?, ?, ?, ? \
-                     FROM history WHERE session_id = ?",
-                )
-                .bind(session.as_str())
-                .bind(code_id.as_str())
-                .bind(code)
-                .bind(&now)
-                .bind(&now)
-                .bind(id.to_string())
-                .bind(&outcome.result)
-                .bind(session.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
+            .await?;
         }
         tx.commit().await?;
         Ok(())
