@@ -1198,7 +1198,7 @@ async fn insert_finished_jobs(database: &Path, jobs: usize, sessions: usize) -> 
     }
     for session in 0..sessions {
         sqlx::query(
-            "INSERT INTO sessions (id, generation, created_at, updated_at) VALUES (?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO sessions (id, generation, created_at, updated_at) VALUES (?, ?, ?, ?)",
         )
         .bind(format!("learner-{session}"))
         .bind((jobs / sessions) as i64)
@@ -1451,6 +1451,8 @@ struct Comparisons {
     v1_p50_overhead_ms: f64,
     legacy_p50_overhead_ms: f64,
     python_job_to_spawn_ratio: f64,
+    /// The same with the idle time a learner leaves between runs.
+    python_paced_job_to_spawn_ratio: f64,
     startup_ready_with_jobs_ms: f64,
     rebuild_to_direct_ratio: f64,
 }
@@ -1485,6 +1487,8 @@ impl Report {
             v1_p50_overhead_ms: v1_one.p50_ms - raw.p50_ms,
             legacy_p50_overhead_ms: legacy_one.p50_ms - raw.p50_ms,
             python_job_to_spawn_ratio: python_job.p50_ms / python_bare.p50_ms,
+            python_paced_job_to_spawn_ratio: Summary::of(&service.python.paced_job.timed).p50_ms
+                / python_bare.p50_ms,
             startup_ready_with_jobs_ms: median(&service.startup.ready_with_jobs_ms),
             rebuild_to_direct_ratio: rebuild.rebuild_extra_ms / median(&rebuild.direct_cells_ms),
         };
@@ -1572,7 +1576,15 @@ fn targets(c: &Comparisons) -> Vec<Target> {
             met: c.legacy_p50_overhead_ms <= 0.5,
         },
         Target {
-            name: "Python job end to end ≤ 0.8× a bare `python -I` spawn (p50)".into(),
+            name: format!(
+                "Python job end to end ≤ 0.8× a bare `python -I` spawn (p50), at a learner's pace ({} ms idle before each job)",
+                PYTHON_PACE.as_millis()
+            ),
+            figure: format!("{:.2}×", c.python_paced_job_to_spawn_ratio),
+            met: c.python_paced_job_to_spawn_ratio <= 0.8,
+        },
+        Target {
+            name: "Python job end to end ≤ 0.8× a bare `python -I` spawn (p50), back to back (each job then needs a whole interpreter start-up of CPU)".into(),
             figure: format!("{:.2}×", c.python_job_to_spawn_ratio),
             met: c.python_job_to_spawn_ratio <= 0.8,
         },
