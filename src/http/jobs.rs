@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::wire::{JobView, QueueView};
-use super::{ApiError, AppState, JsonBody};
+use super::{optional_id, ApiError, AppState, JsonBody};
 use crate::config::Config;
 use crate::domain::{validate_idempotency_key, CodeId, JobId, JobKind, Language, SessionId};
 use crate::queue::Submission;
@@ -160,18 +160,8 @@ async fn submit_job(
     let wait = wait_parameter(&params)?;
     let key = idempotency_key(&headers)?;
     let language = Language::parse(&body.language).map_err(ApiError::BadRequest)?;
-    let session_id = body
-        .session_id
-        .as_deref()
-        .map(SessionId::parse)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
-    let code_id = body
-        .code_id
-        .as_deref()
-        .map(CodeId::parse)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
+    let session_id = optional_id(body.session_id.as_deref(), SessionId::parse)?;
+    let code_id = optional_id(body.code_id.as_deref(), CodeId::parse)?;
     let job = RunSubmission {
         language,
         code: body.code,

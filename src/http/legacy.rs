@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::jobs::RunSubmission;
-use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
+use super::{optional_id, ApiError, AppState, JsonBody, OptionalJsonBody};
 use crate::domain::{CodeId, ErrorKind, JobKind, JobStatus, Language, SessionId};
 use crate::queue::Submission;
 use crate::store::{JobRecord, NewJob};
@@ -63,10 +63,7 @@ fn legacy_session(body: Option<&str>, headers: &HeaderMap) -> Result<SessionId, 
         })?),
         None => None,
     };
-    match body.or(header) {
-        Some(id) => SessionId::parse(id).map_err(ApiError::BadRequest),
-        None => Ok(SessionId::default_session()),
-    }
+    Ok(optional_id(body.or(header), SessionId::parse)?.unwrap_or_else(SessionId::default_session))
 }
 
 fn required_code(code: Option<String>) -> Result<String, ApiError> {
@@ -110,12 +107,7 @@ async fn run_metta(
     JsonBody(body): JsonBody<LegacyRunBody>,
 ) -> Result<Json<Value>, ApiError> {
     let session = legacy_session(body.session_id.as_deref(), &headers)?;
-    let code_id = body
-        .code_id
-        .as_deref()
-        .map(CodeId::parse)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
+    let code_id = optional_id(body.code_id.as_deref(), CodeId::parse)?;
     let job = RunSubmission {
         language: Language::Metta,
         code: required_code(body.code)?,

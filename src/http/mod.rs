@@ -141,6 +141,15 @@ async fn errors_as_json(request: Request, next: Next) -> Response {
     json
 }
 
+/// An optional client-chosen identifier (`SessionId::parse`, `CodeId::parse`), parsed, or a
+/// 400 naming the rule it breaks.
+pub(crate) fn optional_id<T>(
+    text: Option<&str>,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ApiError> {
+    text.map(parse).transpose().map_err(ApiError::BadRequest)
+}
+
 /// A JSON request body whose every failure (too large, not JSON, wrong shape) is an
 /// `ApiError` with a message naming the problem. Content-Type is not required.
 pub struct JsonBody<T>(pub T);
