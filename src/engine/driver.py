@@ -125,6 +125,9 @@ def _remember(session, generation, metta):
 
 
 def _run(req):
+    # Tells the supervisor the job reached the engine: a death before this line is not the
+    # job's doing (the job is sent again to a new engine), a death after it is.
+    _progress(req, "received")
     session = req["session"]
     history = req.get("history")
     now = time.monotonic()

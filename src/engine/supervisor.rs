@@ -89,6 +89,10 @@ pub enum MettaRunOutcome {
     Unavailable(String),
 }
 
+/// The child died before it said it got the job (it was killed from outside while idle): the
+/// job did not run, so `run` sends it once more to a new child.
+struct NotReceived(String);
+
 /// A live engine child and its pipes. Dropping it kills the child's whole process group.
 struct EngineProcess {
     child: Child,
@@ -209,7 +213,26 @@ impl EngineSupervisor {
         if let Err(reason) = self.ensure_started().await {
             return MettaRunOutcome::Unavailable(reason);
         }
-        let outcome = self.exchange(request).await;
+        let outcome = match self.exchange(request).await {
+            Ok(outcome) => outcome,
+            Err(NotReceived(cause)) => {
+                tracing::warn!(
+                    "the MeTTa engine died before it got a job ({cause}); sending the job to a new one"
+                );
+                self.process = None;
+                match self.ensure_started().await {
+                    Ok(()) => self
+                        .exchange(request)
+                        .await
+                        .unwrap_or_else(|NotReceived(cause)| MettaRunOutcome::Died {
+                            cause,
+                            stdout: CapturedOutput::default(),
+                            stderr: CapturedOutput::default(),
+                        }),
+                    Err(reason) => MettaRunOutcome::Unavailable(reason),
+                }
+            }
+        };
         let replace = match &outcome {
             MettaRunOutcome::KilledAtDeadline { .. } | MettaRunOutcome::Died { .. } => true,
             MettaRunOutcome::Answered { response, .. } => response.recycle,
@@ -241,7 +264,10 @@ impl EngineSupervisor {
         }
     }
 
-    async fn exchange(&mut self, request: &MettaRequest<'_>) -> MettaRunOutcome {
+    async fn exchange(
+        &mut self,
+        request: &MettaRequest<'_>,
+    ) -> Result<MettaRunOutcome, NotReceived> {
         let nonce = Uuid::new_v4().simple().to_string();
         let marker_start = format!("\u{1}mlb:{nonce}:start\u{1}");
         let marker_end = format!("\u{1}mlb:{nonce}:end\u{1}");
@@ -263,7 +289,9 @@ impl EngineSupervisor {
         let mut line = match serde_json::to_string(&wire) {
             Ok(line) => line,
             Err(err) => {
-                return MettaRunOutcome::Unavailable(format!("cannot encode request: {err}"))
+                return Ok(MettaRunOutcome::Unavailable(format!(
+                    "cannot encode request: {err}"
+                )))
             }
         };
         line.push('\n');
@@ -284,7 +312,9 @@ impl EngineSupervisor {
         let mut stderr = MarkedCapture::new(marker_start.as_bytes(), marker_end.as_bytes(), cap);
 
         let Some(process) = self.process.as_mut() else {
-            return MettaRunOutcome::Unavailable("the MeTTa engine is not running".into());
+            return Ok(MettaRunOutcome::Unavailable(
+                "the MeTTa engine is not running".into(),
+            ));
         };
         let EngineProcess {
             child,
@@ -303,6 +333,8 @@ impl EngineSupervisor {
         let mut stdout_open = true;
         let mut stderr_open = true;
         let mut written = false;
+        // Whether the child said it got the job: a death before that is not the job's doing.
+        let mut received = false;
         tokio::pin!(write);
 
         // Send the request and wait for its answer, reading output all along so the child
@@ -327,7 +359,9 @@ impl EngineSupervisor {
                     Ok(Some(line)) => match serde_json::from_str::<EngineResponse>(&line) {
                         Ok(response) if response.id.as_deref() != Some(request_id.as_str()) => continue,
                         Ok(response) if response.outcome == ResponseOutcome::Progress => {
+                            received = true;
                             let budget = match response.phase.as_deref() {
+                                Some("received") => continue,
                                 Some("code") => request.timeout,
                                 _ => replay_timeout,
                             };
@@ -348,12 +382,12 @@ impl EngineSupervisor {
                     kill_group(*leader);
                     let stdout = drain_after_death(stdout, stdout_chunks).await;
                     let stderr = drain_after_death(stderr, stderr_chunks).await;
-                    return MettaRunOutcome::KilledAtDeadline { stdout, stderr };
+                    return Ok(MettaRunOutcome::KilledAtDeadline { stdout, stderr });
                 }
             }
         };
 
-        match answer {
+        Ok(match answer {
             Ok(response) if response.outcome == ResponseOutcome::NeedHistory => {
                 MettaRunOutcome::NeedHistory
             }
@@ -381,6 +415,10 @@ impl EngineSupervisor {
                     stderr: stderr.finish(),
                 }
             }
+            Err(cause) if !received => {
+                kill_group(*leader);
+                return Err(NotReceived(cause));
+            }
             Err(cause) => {
                 kill_group(*leader);
                 let stdout = drain_after_death(stdout, stdout_chunks).await;
@@ -396,7 +434,7 @@ impl EngineSupervisor {
                     stderr,
                 }
             }
-        }
+        })
     }
 
     async fn spawn(&mut self) -> Result<EngineProcess, String> {

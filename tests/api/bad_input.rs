@@ -1,57 +1,13 @@
 //! Bad requests to the v1 API: each is refused with a 4xx (or 503 for a full queue) and a JSON
 //! body `{"error": "..."}` naming the problem, and none of them stores a job.
 
-use std::time::{Duration, Instant};
-
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::support::TestServer;
+use crate::support::{
+    answer, post_json, post_raw, python, queue_counts, wait_until_running, Answer, TestServer,
+};
 
 // ----- local helpers ------------------------------------------------------------------------
-
-/// The answer to a request: status, headers and JSON body (panics if the body is not JSON).
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-}
-
-async fn answer(response: reqwest::Response) -> Answer {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("answer {status} is not JSON: {text:?}"));
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// POSTs raw bytes as a JSON body, with optional extra headers.
-async fn post_raw(server: &TestServer, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut request = server
-        .client
-        .post(server.url(path))
-        .header("Content-Type", "application/json")
-        .body(body.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    answer(request.send().await.expect("POST")).await
-}
-
-async fn post_json(server: &TestServer, path: &str, body: &Value) -> Answer {
-    post_raw(server, path, &body.to_string(), &[]).await
-}
-
-async fn queue_counts(server: &TestServer) -> Value {
-    let (status, counts) = server.get("/api/v1/queue").await;
-    assert_eq!(status, 200, "{counts}");
-    counts
-}
 
 /// Asserts a refusal: the status, and an `error` message containing every one of `words`.
 fn assert_refused(answer: &Answer, status: u16, words: &[&str], what: &str) {
@@ -89,10 +45,6 @@ async fn assert_nothing_stored(server: &TestServer, before: &Value) {
         &after, before,
         "a refused request must store nothing: before {before}, after {after}"
     );
-}
-
-fn python(code: &str) -> Value {
-    json!({"language": "python", "code": code})
 }
 
 // ----- the body ------------------------------------------------------------------------------
@@ -510,18 +462,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
     let server = TestServer::start_with(&[("MAX_QUEUED_JOBS", "2")]).await;
     let sleeper = server.submit(python("import time; time.sleep(30)")).await;
     let sleeper_id = sleeper["id"].as_str().expect("id").to_string();
-    let started = Instant::now();
-    loop {
-        let (_, job) = server.get(&format!("/api/v1/jobs/{sleeper_id}")).await;
-        if job["status"] == "running" {
-            break;
-        }
-        assert!(
-            job["status"] == "queued" && started.elapsed() < Duration::from_secs(30),
-            "the sleeper should start running: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_running(&server, &sleeper_id).await;
     server.submit(python("print('one')")).await;
     server.submit(python("print('two')")).await;
     let before = queue_counts(&server).await;
@@ -540,11 +481,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
     // Assert
     for (what, answer) in [("a third queued job", &refused), ("a keyed job", &keyed)] {
         assert_refused(answer, 503, &["full"], what);
-        let retry_after = answer
-            .headers
-            .get("retry-after")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<u64>().ok());
+        let retry_after = answer.retry_after_secs();
         assert!(
             retry_after.is_some_and(|secs| secs > 0),
             "{what}: a 503 must say when to retry (Retry-After in seconds): {:?} {}",

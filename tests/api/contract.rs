@@ -5,12 +5,12 @@
 //! else shows `data.error`. Also the browser's side of it: CORS preflight for the allowed
 //! origins only, and JSON for every answer (unknown route, wrong method, bad body).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use serde_json::{json, Value};
 
-use crate::support::{direct_hyperon_run, TestServer};
+use crate::support::{direct_hyperon_run, frontend_code_id, wait_until_running, TestServer};
 
 /// The origin the playground site is served from in development.
 const SITE_ORIGIN: &str = "http://localhost:3000";
@@ -580,16 +580,6 @@ impl FrontendAnswer {
     }
 }
 
-/// A fresh `code_<ms>_<rand>` id: the frontend makes one per click and never reuses it.
-fn frontend_code_id() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis();
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("code_{ms}_{}", &random[..9])
-}
-
 /// Sends the frontend's `/run-metta` request exactly.
 async fn frontend_run_metta(server: &TestServer, code: &str, code_id: &str) -> FrontendAnswer {
     let body = json!({"code": code, "language": "metta", "codeId": code_id});
@@ -685,22 +675,4 @@ fn object_keys(value: &Value) -> Vec<String> {
         .unwrap_or_default();
     keys.sort();
     keys
-}
-
-/// Polls a v1 job until the worker has claimed it.
-async fn wait_until_running(server: &TestServer, id: &str) {
-    let started = Instant::now();
-    loop {
-        let (status, job) = server.get(&format!("/api/v1/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if job["status"] == "running" {
-            return;
-        }
-        assert_eq!(job["status"], "queued", "{job}");
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "job {id} did not start within 20 s: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

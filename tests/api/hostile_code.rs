@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::TestServer;
+use crate::support::{wait_until_running, TestServer};
 
 /// The deadline of every job in these tests, in seconds.
 const RUN_TIMEOUT_SECS: u64 = 2;
@@ -1319,21 +1319,6 @@ async fn survivors(pids: &[u32], limit: Duration) -> Vec<ProcessInfo> {
             return alive;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_until_running(server: &TestServer, id: &str) {
-    let started = Instant::now();
-    loop {
-        let (_, job) = server.get(&format!("/api/v1/jobs/{id}")).await;
-        if job["status"] == "running" {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "job {id} did not start: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

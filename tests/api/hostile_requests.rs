@@ -5,34 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::TestServer;
+use crate::support::{
+    answer, post_json, post_raw, stored_job_count, wait_until_running, Answer, TestServer,
+};
 
 // ----- local helpers ------------------------------------------------------------------------
-
-/// Status, headers and JSON body of an answer (panics if the body is not JSON).
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-}
-
-async fn answer(response: reqwest::Response) -> Answer {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("answer {status} is not JSON: {text:?}"));
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
 
 /// Asserts an error answer: the status and a non-empty `error` message.
 fn assert_error(answer: &Answer, status: u16, what: &str) {
@@ -50,29 +32,8 @@ fn assert_error(answer: &Answer, status: u16, what: &str) {
     );
 }
 
-/// The number of stored jobs in every state, from `GET /api/v1/queue`.
-async fn stored_jobs(server: &TestServer) -> i64 {
-    let (status, counts) = server.get("/api/v1/queue").await;
-    assert_eq!(status, 200, "{counts}");
-    [
-        "queued",
-        "running",
-        "succeeded",
-        "failed",
-        "timedOut",
-        "cancelled",
-    ]
-    .iter()
-    .map(|name| {
-        counts[*name]
-            .as_i64()
-            .unwrap_or_else(|| panic!("queue counts lack {name}: {counts}"))
-    })
-    .sum()
-}
-
 async fn assert_stored(server: &TestServer, expected: i64, what: &str) {
-    let stored = stored_jobs(server).await;
+    let stored = stored_job_count(server).await;
     assert_eq!(
         stored, expected,
         "{what}: {expected} jobs should be stored, found {stored}"
@@ -338,15 +299,7 @@ async fn deeply_nested_json_is_refused_with_400() {
         ("a body of 10,000 nested arrays", as_document),
     ] {
         // Act
-        let response = server
-            .client
-            .post(server.url("/api/v1/jobs"))
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("POST");
-        let answer = answer(response).await;
+        let answer = post_raw(&server, "/api/v1/jobs", body, &[]).await;
 
         // Assert
         assert_error(&answer, 400, what);
@@ -391,15 +344,7 @@ async fn invalid_utf8_in_the_body_is_refused_with_400() {
     body.extend_from_slice(br#"')"}"#);
 
     // Act
-    let response = server
-        .client
-        .post(server.url("/api/v1/jobs"))
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
-    let answer = answer(response).await;
+    let answer = post_raw(&server, "/api/v1/jobs", body, &[]).await;
 
     // Assert
     assert_error(&answer, 400, "bytes that are not UTF-8");
@@ -428,14 +373,7 @@ async fn over_long_and_malformed_ids_are_refused_with_400() {
             // Act
             let mut body = json!({"language": "metta", "code": "!(+ 1 1)"});
             body[field] = json!(id);
-            let response = server
-                .client
-                .post(server.url("/api/v1/jobs"))
-                .json(&body)
-                .send()
-                .await
-                .expect("POST");
-            let answer = answer(response).await;
+            let answer = post_json(&server, "/api/v1/jobs", &body).await;
 
             // Assert
             assert_error(&answer, 400, &format!("{field} {id:?}"));
@@ -485,23 +423,16 @@ async fn over_long_and_malformed_ids_are_refused_with_400() {
 // ----- floods -------------------------------------------------------------------------------
 
 async fn post_job(server: &TestServer, forwarded_for: Option<&str>) -> Answer {
-    let mut request = server
-        .client
-        .post(server.url("/api/v1/jobs"))
-        .json(&python_job());
-    if let Some(address) = forwarded_for {
-        request = request.header("X-Forwarded-For", address);
-    }
-    answer(request.send().await.expect("POST")).await
+    let headers: Vec<(&str, &str)> = forwarded_for
+        .map(|address| ("X-Forwarded-For", address))
+        .into_iter()
+        .collect();
+    post_raw(server, "/api/v1/jobs", python_job().to_string(), &headers).await
 }
 
 fn assert_rate_limited(answer: &Answer, what: &str) {
     assert_error(answer, 429, what);
-    let retry_after = answer
-        .headers
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+    let retry_after = answer.retry_after_secs();
     assert!(
         retry_after.is_some_and(|secs| secs >= 1),
         "{what}: 429 carries Retry-After in seconds: {:?}",
@@ -582,18 +513,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
         .submit(json!({"language": "python", "code": "import time\ntime.sleep(5)"}))
         .await;
     let id = sleeper["id"].as_str().expect("id").to_string();
-    let started = Instant::now();
-    loop {
-        let (_, job) = server.get(&format!("/api/v1/jobs/{id}")).await;
-        if job["status"] == "running" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the sleeper did not start: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_running(&server, &id).await;
     let queued: Vec<Value> = vec![
         server.submit(python_job()).await,
         server.submit(python_job()).await,
@@ -605,12 +525,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
     // Assert
     assert_error(&refused, 503, "a submission to a full queue");
     assert!(
-        refused
-            .headers
-            .get("retry-after")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<u64>().ok())
-            .is_some(),
+        refused.retry_after_secs().is_some(),
         "503 carries Retry-After: {:?}",
         refused.headers
     );

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{is_final, read, TestServer};
+use crate::support::{id_of, is_final, read, stored_job_count, wait_until_running, TestServer};
 
 #[tokio::test]
 async fn python_job_runs_and_its_output_is_stored() {
@@ -17,27 +17,6 @@ async fn python_job_runs_and_its_output_is_stored() {
 }
 
 // ----- local helpers ------------------------------------------------------------------------
-
-/// Polls a job (without `?wait=`, which only waits for a final state) until it is `running`.
-async fn wait_until_running(server: &TestServer, id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let (status, job) = server.get(&format!("/api/v1/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if job["status"] == "running" {
-            return job;
-        }
-        assert!(
-            job["status"] == "queued",
-            "job {id} should be queued until it runs: {job}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "job {id} did not start running within 30 s: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// POSTs a job with an `Idempotency-Key` header; returns status and JSON body.
 async fn post_with_key(
@@ -54,34 +33,6 @@ async fn post_with_key(
         .await
         .expect("POST with Idempotency-Key");
     read(response).await
-}
-
-/// The number of stored jobs in every state, from `GET /api/v1/queue`.
-async fn total_jobs(server: &TestServer) -> i64 {
-    let (status, counts) = server.get("/api/v1/queue").await;
-    assert_eq!(status, 200, "{counts}");
-    [
-        "queued",
-        "running",
-        "succeeded",
-        "failed",
-        "timedOut",
-        "cancelled",
-    ]
-    .iter()
-    .map(|name| {
-        counts[*name]
-            .as_i64()
-            .unwrap_or_else(|| panic!("queue counts lack {name}: {counts}"))
-    })
-    .sum()
-}
-
-fn id_of(job: &Value) -> String {
-    job["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("job has no id: {job}"))
-        .to_string()
 }
 
 // ----- FIFO -----------------------------------------------------------------------------------
@@ -145,7 +96,7 @@ async fn fifty_concurrent_submitters_run_in_acceptance_order() {
             "one job at a time: the next starts after the previous finished:\n{earlier}\n{later}"
         );
     }
-    assert_eq!(total_jobs(&server).await, 50);
+    assert_eq!(stored_job_count(&server).await, 50);
 }
 
 // ----- long-wait -----------------------------------------------------------------------------
@@ -324,7 +275,7 @@ async fn the_same_idempotency_key_names_one_job() {
         "different keys, different jobs"
     );
     assert_eq!(
-        total_jobs(&server).await,
+        stored_job_count(&server).await,
         2,
         "exactly one job per key is stored"
     );

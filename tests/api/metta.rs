@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{direct_hyperon_run, TestServer};
+use crate::support::{bang_count, direct_hyperon_run, last_lines, Rng, TestServer};
 
 // ----- helpers ----------------------------------------------------------------------------
 
@@ -52,28 +52,6 @@ fn text<'a>(job: &'a Value, field: &str) -> &'a str {
     job[field]
         .as_str()
         .unwrap_or_else(|| panic!("the job has no text field {field}: {job:#}"))
-}
-
-/// How many `!` expressions `code` has (a `!` directly before `(`, at the start or after
-/// white space; `println!` and `bind!` do not count).
-fn bang_count(code: &str) -> usize {
-    let bytes = code.as_bytes();
-    (0..bytes.len())
-        .filter(|&at| {
-            bytes[at] == b'!'
-                && bytes.get(at + 1) == Some(&b'(')
-                && (at == 0 || bytes[at - 1].is_ascii_whitespace())
-        })
-        .count()
-}
-
-/// The last `count` lines of `output`, each ending with a newline.
-fn last_lines(output: &str, count: usize) -> String {
-    let lines: Vec<&str> = output.lines().collect();
-    lines[lines.len().saturating_sub(count)..]
-        .iter()
-        .map(|line| format!("{line}\n"))
-        .collect()
 }
 
 /// What `code` prints for its own `!` expressions when run directly in hyperon after `cells`
@@ -147,24 +125,6 @@ async fn wait_for_engine(server: &TestServer, not: Option<u32>) -> u32 {
             server.logs()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A small deterministic pseudo-random generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound`.
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
     }
 }
 

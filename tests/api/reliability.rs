@@ -41,10 +41,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Row};
 
-use crate::support::{direct_hyperon_run, is_final, TestServer};
+use crate::support::{
+    bang_count, direct_hyperon_run, is_final, last_lines, stored_jobs, Rng, StoredJob, TestServer,
+};
 
 // ----- the scale of the run ---------------------------------------------------------------------
 
@@ -68,26 +68,6 @@ const ENGINE_DIED: &str = "the MeTTa engine died while running this job";
 const INTERRUPTED_TWICE: &str = "interrupted by restart (twice)";
 /// The log line of start-up recovery (src/app.rs).
 const RECOVERY_LOG: &str = "recovered jobs interrupted by the previous stop";
-
-// ----- a deterministic generator ----------------------------------------------------------------
-
-/// SplitMix64: small, deterministic, no crate needed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound`.
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
-    }
-}
 
 fn seed() -> u64 {
     match std::env::var("RELIABILITY_SEED") {
@@ -619,69 +599,6 @@ fn run_chaos(
 
 // ----- the end state ----------------------------------------------------------------------------
 
-/// A job row as the stopped server left it.
-#[derive(Debug, Clone)]
-struct StoredJob {
-    seq: i64,
-    id: String,
-    language: Option<String>,
-    session_id: Option<String>,
-    status: String,
-    attempts: i64,
-    result: Option<String>,
-    error: Option<String>,
-    key: Option<String>,
-    started_at: Option<String>,
-    finished_at: Option<String>,
-}
-
-impl StoredJob {
-    fn describe(&self) -> String {
-        format!(
-            "job {} (seq {}, {}, attempts {}, started {}, finished {}, error {:?})",
-            self.id,
-            self.seq,
-            self.status,
-            self.attempts,
-            self.started_at.as_deref().unwrap_or("-"),
-            self.finished_at.as_deref().unwrap_or("-"),
-            self.error.as_deref().unwrap_or("")
-        )
-    }
-}
-
-/// Every job of the stopped server, in `seq` order, read straight from its SQLite file.
-async fn stored_jobs(server: &TestServer) -> Vec<StoredJob> {
-    let mut connection = SqliteConnectOptions::new()
-        .filename(server.database_path())
-        .create_if_missing(false)
-        .connect()
-        .await
-        .expect("open the stopped server's database");
-    let rows = sqlx::query(
-        "SELECT seq, id, language, session_id, status, attempts, result, error, \
-                idempotency_key, started_at, finished_at FROM jobs ORDER BY seq",
-    )
-    .fetch_all(&mut connection)
-    .await
-    .expect("read the jobs");
-    rows.iter()
-        .map(|row| StoredJob {
-            seq: row.get("seq"),
-            id: row.get("id"),
-            language: row.get("language"),
-            session_id: row.get("session_id"),
-            status: row.get("status"),
-            attempts: row.get("attempts"),
-            result: row.get("result"),
-            error: row.get("error"),
-            key: row.get("idempotency_key"),
-            started_at: row.get("started_at"),
-            finished_at: row.get("finished_at"),
-        })
-        .collect()
-}
-
 /// (re-queued, failed) of every start-up recovery the servers logged.
 fn recoveries_in(logs: &str) -> Vec<(u64, u64)> {
     let field = |line: &str, name: &str| -> u64 {
@@ -721,15 +638,6 @@ fn probe_code(session: usize, calls: &[u64]) -> String {
         code.push_str(&format!("\n!({f} {n})"));
     }
     code
-}
-
-/// The last `count` lines of `output`, each ending with a newline.
-fn last_lines(output: &str, count: usize) -> String {
-    let lines: Vec<&str> = output.lines().collect();
-    lines[lines.len().saturating_sub(count)..]
-        .iter()
-        .map(|line| format!("{line}\n"))
-        .collect()
 }
 
 /// A result's lines with the atoms of each `[(a b c)]` line sorted: the order `match` yields
@@ -940,7 +848,7 @@ async fn reliability_under_load_with_server_and_engine_kills() {
                 .map(|cell| format!("{}\n", cell["code"].as_str().unwrap_or_default()))
                 .collect();
             program.push_str(code);
-            let lines = code.lines().count();
+            let lines = bang_count(code);
             tokio::task::spawn_blocking(move || last_lines(&direct_hyperon_run(&program), lines))
         })
         .collect();

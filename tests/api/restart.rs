@@ -4,79 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Row};
+use serde_json::json;
 
-use crate::support::TestServer;
+use crate::support::{id_of, python, stored_jobs, wait_until_running, StoredJob, TestServer};
 
 // ----- local helpers ------------------------------------------------------------------------
-
-/// Polls a job until it is `running` (`?wait=` only waits for a final state).
-async fn wait_until_running(server: &TestServer, id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let (status, job) = server.get(&format!("/api/v1/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if job["status"] == "running" {
-            return job;
-        }
-        assert!(
-            job["status"] == "queued",
-            "job {id} should be queued until it runs: {job}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "job {id} did not start running within 30 s: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn id_of(job: &Value) -> String {
-    job["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("job has no id: {job}"))
-        .to_string()
-}
-
-fn python(code: &str) -> Value {
-    json!({"language": "python", "code": code})
-}
-
-/// A job row as the stopped server left it in its database.
-#[derive(Debug)]
-struct StoredJob {
-    id: String,
-    status: String,
-    attempts: i64,
-    started_at: Option<String>,
-}
-
-/// Reads the jobs of a stopped server straight from its SQLite file, in `seq` order.
-async fn stored_jobs(server: &TestServer) -> Vec<StoredJob> {
-    let mut connection = SqliteConnectOptions::new()
-        .filename(server.database_path())
-        .create_if_missing(false)
-        .connect()
-        .await
-        .expect("open the stopped server's database");
-    let rows = sqlx::query("SELECT id, status, attempts, started_at FROM jobs ORDER BY seq")
-        .fetch_all(&mut connection)
-        .await
-        .expect("read jobs");
-    let jobs = rows
-        .iter()
-        .map(|row| StoredJob {
-            id: row.get("id"),
-            status: row.get("status"),
-            attempts: row.get("attempts"),
-            started_at: row.get("started_at"),
-        })
-        .collect();
-    drop(connection);
-    jobs
-}
 
 fn stored<'a>(jobs: &'a [StoredJob], id: &str) -> &'a StoredJob {
     jobs.iter()

@@ -7,12 +7,12 @@
 //! A session's state is checked by what a later probe sees, and the expected text is what
 //! hyperon's own `metta-py` prints for the remaining history followed by the probe.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{json, Value};
 
-use crate::support::{direct_hyperon_run, read, TestServer};
+use crate::support::{direct_hyperon_run, frontend_code_id, read, TestServer};
 
 // ----- legacy history ------------------------------------------------------------------------
 
@@ -695,7 +695,7 @@ async fn two_learners_defining_the_same_function_each_get_their_own_answers() {
             server.url("/run-metta"),
             session,
             code.to_string(),
-            unique_code_id(),
+            frontend_code_id(),
         )));
     }
     for definition in definitions {
@@ -713,7 +713,7 @@ async fn two_learners_defining_the_same_function_each_get_their_own_answers() {
                 server.url("/run-metta"),
                 session,
                 format!("!(double {i})"),
-                unique_code_id(),
+                frontend_code_id(),
             ));
             runs.push((session, i, task));
         }
@@ -745,16 +745,6 @@ async fn two_learners_defining_the_same_function_each_get_their_own_answers() {
 /// The frontend's `/run-metta` body.
 fn run_body(code: &str, code_id: &str) -> Value {
     json!({"code": code, "language": "metta", "codeId": code_id})
-}
-
-/// A fresh `code_<ms>_<rand>` id.
-fn unique_code_id() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis();
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("code_{ms}_{}", &random[..9])
 }
 
 /// POSTs a legacy request with `Content-Type: application/json`, naming `session` with the
@@ -789,7 +779,7 @@ async fn run_cell(server: &TestServer, session: Option<&str>, code_id: &str, cod
 
 /// Runs `code` as a new cell and returns what it printed.
 async fn probe(server: &TestServer, session: Option<&str>, code: &str) -> String {
-    let data = run_cell(server, session, &unique_code_id(), code).await;
+    let data = run_cell(server, session, &frontend_code_id(), code).await;
     data["result"]
         .as_str()
         .unwrap_or_else(|| panic!("no result: {data}"))

@@ -8,9 +8,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Row};
 
 /// The binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_metta-learner-backend");
@@ -298,4 +301,248 @@ for result in metta.run(program):
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+// ----- answers ------------------------------------------------------------------------------
+
+/// The answer to a request: status, headers and JSON body (panics if the body is not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The `Retry-After` header in whole seconds, if there is one and it is a number.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.headers
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok())
+    }
+}
+
+/// Reads a response into an `Answer` (panics if the body is not JSON: every answer must be).
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("answer {status} is not JSON: {text:?}"));
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// POSTs raw bytes as a JSON body (`Content-Type: application/json`), with optional extra
+/// headers.
+pub async fn post_raw(
+    server: &TestServer,
+    path: &str,
+    body: impl AsRef<[u8]>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = server
+        .client
+        .post(server.url(path))
+        .header("Content-Type", "application/json")
+        .body(body.as_ref().to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    answer(request.send().await.expect("POST")).await
+}
+
+/// POSTs a JSON value as the body.
+pub async fn post_json(server: &TestServer, path: &str, body: &Value) -> Answer {
+    post_raw(server, path, body.to_string(), &[]).await
+}
+
+// ----- jobs ---------------------------------------------------------------------------------
+
+/// A v1 job body running `code` in Python.
+pub fn python(code: &str) -> Value {
+    json!({"language": "python", "code": code})
+}
+
+/// The `id` of a job JSON (panics if it has none).
+pub fn id_of(job: &Value) -> String {
+    job["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("job has no id: {job}"))
+        .to_string()
+}
+
+/// Polls a job (without `?wait=`, which only waits for a final state) until it is `running`,
+/// and returns it; panics if it leaves `queued` for anything else or takes over 30 s.
+pub async fn wait_until_running(server: &TestServer, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, job) = server.get(&format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] == "running" {
+            return job;
+        }
+        assert!(
+            job["status"] == "queued",
+            "job {id} should be queued until it runs: {job}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "job {id} did not start running within 30 s: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The job counts of `GET /api/v1/queue` (panics unless it answers 200).
+pub async fn queue_counts(server: &TestServer) -> Value {
+    let (status, counts) = server.get("/api/v1/queue").await;
+    assert_eq!(status, 200, "{counts}");
+    counts
+}
+
+/// The number of stored jobs in every state, from `GET /api/v1/queue`.
+pub async fn stored_job_count(server: &TestServer) -> i64 {
+    let counts = queue_counts(server).await;
+    [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "timedOut",
+        "cancelled",
+    ]
+    .iter()
+    .map(|name| {
+        counts[*name]
+            .as_i64()
+            .unwrap_or_else(|| panic!("queue counts lack {name}: {counts}"))
+    })
+    .sum()
+}
+
+// ----- the stopped server's database --------------------------------------------------------
+
+/// A job row as the stopped server left it in its database.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    pub seq: i64,
+    pub id: String,
+    pub language: Option<String>,
+    pub session_id: Option<String>,
+    pub status: String,
+    pub attempts: i64,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub key: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl StoredJob {
+    /// One line naming the job, its place, status, attempts, times and error.
+    pub fn describe(&self) -> String {
+        format!(
+            "job {} (seq {}, {}, attempts {}, started {}, finished {}, error {:?})",
+            self.id,
+            self.seq,
+            self.status,
+            self.attempts,
+            self.started_at.as_deref().unwrap_or("-"),
+            self.finished_at.as_deref().unwrap_or("-"),
+            self.error.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// Every job of the stopped server, in `seq` order, read straight from its SQLite file.
+pub async fn stored_jobs(server: &TestServer) -> Vec<StoredJob> {
+    let mut connection = SqliteConnectOptions::new()
+        .filename(server.database_path())
+        .create_if_missing(false)
+        .connect()
+        .await
+        .expect("open the stopped server's database");
+    let rows = sqlx::query(
+        "SELECT seq, id, language, session_id, status, attempts, result, error, \
+                idempotency_key, started_at, finished_at FROM jobs ORDER BY seq",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("read the jobs");
+    let jobs = rows
+        .iter()
+        .map(|row| StoredJob {
+            seq: row.get("seq"),
+            id: row.get("id"),
+            language: row.get("language"),
+            session_id: row.get("session_id"),
+            status: row.get("status"),
+            attempts: row.get("attempts"),
+            result: row.get("result"),
+            error: row.get("error"),
+            key: row.get("idempotency_key"),
+            started_at: row.get("started_at"),
+            finished_at: row.get("finished_at"),
+        })
+        .collect();
+    drop(connection);
+    jobs
+}
+
+// ----- MeTTa --------------------------------------------------------------------------------
+
+/// A fresh `code_<ms>_<rand>` id: the frontend makes one per click and never reuses it.
+pub fn frontend_code_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("code_{ms}_{}", &random[..9])
+}
+
+/// How many `!` expressions `code` has (a `!` directly before `(`, at the start or after
+/// white space; `println!` and `bind!` do not count).
+pub fn bang_count(code: &str) -> usize {
+    let bytes = code.as_bytes();
+    (0..bytes.len())
+        .filter(|&at| {
+            bytes[at] == b'!'
+                && bytes.get(at + 1) == Some(&b'(')
+                && (at == 0 || bytes[at - 1].is_ascii_whitespace())
+        })
+        .count()
+}
+
+/// The last `count` lines of `output`, each ending with a newline.
+pub fn last_lines(output: &str, count: usize) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    lines[lines.len().saturating_sub(count)..]
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+// ----- randomness ---------------------------------------------------------------------------
+
+/// A small deterministic pseudo-random generator (SplitMix64), no crate needed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound` (0 for a bound of 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
 }
