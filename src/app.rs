@@ -88,6 +88,7 @@ impl Application {
             containment: Containment {
                 limits: ChildLimits {
                     memory_bytes: config.engine_memory_mb.saturating_mul(1024 * 1024),
+                    cpu_secs: None,
                     ..plan.engine.limits
                 },
                 ..plan.engine
@@ -100,7 +101,6 @@ impl Application {
             plan.python_alternate,
             scratch,
             config.max_output_bytes,
-            config.run_timeout(),
         );
 
         let address = SocketAddr::new(config.host, config.port);

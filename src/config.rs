@@ -88,6 +88,12 @@ pub struct Config {
     #[arg(long, env = "CHILD_MEMORY_MB", default_value_t = 2048)]
     pub child_memory_mb: u64,
 
+    /// CPU seconds a Python job may use (RLIMIT_CPU; a child that forks CPU burners cannot
+    /// outlive it). Default: RUN_TIMEOUT_SECS + 2, so a busy loop meets its deadline first.
+    /// The long-lived engine is bounded by deadlines and kills instead.
+    #[arg(long, env = "CHILD_CPU_SECS")]
+    pub child_cpu_secs: Option<u64>,
+
     /// Address-space limit of the MeTTa engine, in MiB. A run is stopped when the engine's
     /// resident memory passes this less 1 GiB (hyperon's evaluation of an endless loop grows
     /// by about 100 MB/s, so an endless loop needs ~3 GiB to reach a 30 s deadline).
@@ -194,8 +200,8 @@ impl Config {
         ContainmentSettings {
             limits: ChildLimits {
                 memory_bytes: self.child_memory_mb.saturating_mul(MIB),
-                // Set per Python job from its deadline; the long-lived engine has deadlines instead.
-                cpu_secs: None,
+                // Applied to Python jobs; the long-lived engine is bounded by deadlines instead.
+                cpu_secs: Some(self.child_cpu_secs.unwrap_or(self.run_timeout_secs + 2)),
                 max_processes: self.child_max_processes,
                 file_size_bytes: self.child_file_size_mb.saturating_mul(MIB),
                 open_files: self.child_open_files,

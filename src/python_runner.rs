@@ -106,8 +106,6 @@ pub struct PythonRunner {
     /// Where the per-job working directories go (see `sandbox::prepare_scratch`).
     pub scratch: PathBuf,
     pub max_output_bytes: usize,
-    /// The longest deadline a job may have; the CPU limit is set from it at start.
-    pub max_timeout: Duration,
     /// The identity of every other interpreter (see `ContainmentPlan::python_alternate`).
     alternate: Option<Identity>,
     /// How many interpreters were started, to alternate identities.
@@ -124,14 +122,12 @@ impl PythonRunner {
         alternate: Option<Identity>,
         scratch: PathBuf,
         max_output_bytes: usize,
-        max_timeout: Duration,
     ) -> Self {
         PythonRunner {
             python,
             containment,
             scratch,
             max_output_bytes,
-            max_timeout,
             alternate,
             started: 0,
             waiting: None,
@@ -165,9 +161,6 @@ impl PythonRunner {
         }
         let work_dir = child_work_dir(&self.scratch, "python-", containment.identity)
             .map_err(|err| format!("cannot create a working directory: {err}"))?;
-        // CPU time a little above the longest deadline: a busy loop dies by the deadline
-        // first, and a child that forks CPU burners still cannot outlive its budget.
-        containment.limits.cpu_secs = Some(self.max_timeout.as_secs() + 2);
         let (code_reader, code_writer) =
             cloexec_pipe().map_err(|err| format!("cannot create a pipe: {err}"))?;
         let mut command = contained_command(&self.python, work_dir.path(), containment);

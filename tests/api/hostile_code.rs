@@ -1379,3 +1379,45 @@ async fn a_busy_engine_dies_with_the_server() {
         "3 s after the server was killed, its busy engine still runs: {alive:#?}"
     );
 }
+
+#[tokio::test]
+async fn python_jobs_alternate_uids_and_get_the_configured_cpu_limit() {
+    // Arrange
+    let sandbox = Sandbox::start(&[("CHILD_CPU_SECS", "7")]).await;
+    let code =
+        "import os, resource\nprint(os.getuid(), resource.getrlimit(resource.RLIMIT_CPU)[0])";
+
+    // Act: two jobs in a row (the second one's interpreter was started during the first).
+    let first = sandbox
+        .server
+        .run(json!({"language": "python", "code": code}))
+        .await;
+    let second = sandbox
+        .server
+        .run(json!({"language": "python", "code": code}))
+        .await;
+
+    // Assert
+    let fields = |job: &Value| -> (u32, u64) {
+        let text = job["result"].as_str().unwrap_or_default();
+        let mut parts = text.split_whitespace();
+        let uid = parts.next().and_then(|uid| uid.parse().ok());
+        let cpu = parts.next().and_then(|cpu| cpu.parse().ok());
+        uid.zip(cpu)
+            .unwrap_or_else(|| panic!("unexpected output: {job}"))
+    };
+    let (first_uid, first_cpu) = fields(&first);
+    let (second_uid, second_cpu) = fields(&second);
+    assert_eq!((first_cpu, second_cpu), (7, 7), "{first} {second}");
+    assert_ne!(
+        first_uid, second_uid,
+        "consecutive Python jobs must not share a uid: {first} {second}"
+    );
+    for uid in [first_uid, second_uid] {
+        assert!(
+            sandbox.python_uids.contains(&uid),
+            "uid {uid} is neither CHILD_UID nor CHILD_ALT_UID ({:?})",
+            sandbox.python_uids
+        );
+    }
+}
