@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobId;
-use crate::job_signals::{wait_for_finish, JobSignals};
+use crate::job_signals::{wait_for_finish, FinishWait, Finished, JobSignals};
 use crate::store::{EnqueueOutcome, JobRecord, NewJob, Store, StoreError};
 
 /// What a submission did.
@@ -106,7 +106,7 @@ impl JobQueue {
     /// passes or the server stops, re-reading it after each announcement.
     async fn wait_with(
         &self,
-        finished: &mut broadcast::Receiver<JobId>,
+        finished: &mut broadcast::Receiver<Finished>,
         mut job: JobRecord,
         limit: Duration,
     ) -> Result<JobRecord, StoreError> {
@@ -117,7 +117,11 @@ impl JobQueue {
                 return Ok(job);
             }
             tokio::select! {
-                _ = wait_for_finish(finished, job.id, left) => {}
+                waited = wait_for_finish(finished, job.id, left) => {
+                    if let FinishWait::Finished(Some(record)) = waited {
+                        return Ok(record.as_ref().clone());
+                    }
+                }
                 _ = self.shutdown.cancelled() => {}
             }
             match self.store.get_job(job.id).await? {

@@ -65,20 +65,20 @@ impl Worker {
                 let execute = self.execute(job);
                 tokio::pin!(execute);
                 tokio::select! {
-                    _ = &mut execute => true,
+                    record = &mut execute => Some(record),
                     _ = shutdown.cancelled() => {
                         tokio::select! {
-                            _ = &mut execute => true,
-                            _ = tokio::time::sleep(grace) => false,
+                            record = &mut execute => Some(record),
+                            _ = tokio::time::sleep(grace) => None,
                         }
                     }
                 }
             };
-            if !finished {
+            let Some(record) = finished else {
                 tracing::warn!(job = %id, "the running job did not finish within the shutdown grace; it is re-queued at the next start");
                 break;
-            }
-            signals.job_finished(id);
+            };
+            signals.job_finished(id, record);
             // Let the woken long-waits answer before the chores below: forking the next
             // child stalls this thread for a moment, and a woken task waits for it.
             tokio::task::yield_now().await;
@@ -106,8 +106,9 @@ impl Worker {
         }
     }
 
-    /// Runs one claimed job and stores its outcome.
-    async fn execute(&mut self, job: JobRecord) {
+    /// Runs one claimed job and stores its outcome; returns the final record (`None` when it
+    /// could not be stored).
+    async fn execute(&mut self, job: JobRecord) -> Option<JobRecord> {
         let stored = match (job.kind, job.language) {
             (JobKind::Run, Some(Language::Python)) => self.run_python(&job).await,
             (JobKind::Run, Some(Language::Metta)) => self.run_metta(&job).await,
@@ -122,20 +123,27 @@ impl Worker {
             (JobKind::ResetSession, _) => self.reset_session(&job).await,
             (JobKind::ResetTo | JobKind::RemoveCell, _) => self.cut_history(&job).await,
         };
-        if let Err(err) = stored {
-            tracing::error!(job = %job.id, "cannot store the job's outcome: {err}");
-            let outcome = JobOutcome::with_error(
-                JobStatus::Failed,
-                ErrorKind::Service,
-                "internal error: the service could not store this job's result",
-            );
-            if let Err(err) = self.store.finish_job(job.id, &outcome).await {
-                tracing::error!(job = %job.id, "cannot mark the job failed either: {err}");
+        match stored {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::error!(job = %job.id, "cannot store the job's outcome: {err}");
+                let outcome = JobOutcome::with_error(
+                    JobStatus::Failed,
+                    ErrorKind::Service,
+                    "internal error: the service could not store this job's result",
+                );
+                self.store
+                    .finish_job(job.id, &outcome)
+                    .await
+                    .unwrap_or_else(|err| {
+                        tracing::error!(job = %job.id, "cannot mark the job failed either: {err}");
+                        None
+                    })
             }
         }
     }
 
-    async fn run_python(&mut self, job: &JobRecord) -> Result<(), StoreError> {
+    async fn run_python(&mut self, job: &JobRecord) -> Result<Option<JobRecord>, StoreError> {
         let timeout = job_timeout(job);
         let run = self
             .python
@@ -185,7 +193,7 @@ impl Worker {
         self.store.finish_job(job.id, &outcome).await
     }
 
-    async fn run_metta(&mut self, job: &JobRecord) -> Result<(), StoreError> {
+    async fn run_metta(&mut self, job: &JobRecord) -> Result<Option<JobRecord>, StoreError> {
         let session = job
             .session_id
             .clone()
@@ -234,20 +242,21 @@ impl Worker {
             .await
     }
 
-    async fn reset_session(&mut self, job: &JobRecord) -> Result<(), StoreError> {
+    async fn reset_session(&mut self, job: &JobRecord) -> Result<Option<JobRecord>, StoreError> {
         let session = job
             .session_id
             .clone()
             .unwrap_or_else(SessionId::default_session);
         let outcome = JobOutcome::succeeded_with(RESET_MESSAGE);
-        self.store
+        let record = self
+            .store
             .finish_reset_session(job.id, &outcome, &session)
             .await?;
         self.engine.forget_session(&session).await;
-        Ok(())
+        Ok(record)
     }
 
-    async fn cut_history(&mut self, job: &JobRecord) -> Result<(), StoreError> {
+    async fn cut_history(&mut self, job: &JobRecord) -> Result<Option<JobRecord>, StoreError> {
         let session = job
             .session_id
             .clone()
@@ -258,7 +267,7 @@ impl Worker {
             return self.store.finish_job(job.id, &outcome).await;
         };
         let removing = job.kind == JobKind::RemoveCell;
-        let cut = self
+        let (cut, record) = self
             .store
             .finish_history_cut(job.id, &session, &code_id, |cut| match cut {
                 CutOutcome::Cut { remaining } => JobOutcome::succeeded_with(if removing {
@@ -279,7 +288,7 @@ impl Worker {
         if matches!(cut, CutOutcome::Cut { .. }) {
             self.engine.forget_session(&session).await;
         }
-        Ok(())
+        Ok(record)
     }
 }
 

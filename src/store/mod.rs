@@ -17,7 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::domain::{CodeId, ErrorKind, JobId, JobStatus, Language, SessionId};
 pub use records::{
@@ -294,12 +294,14 @@ impl Store {
         row.map(|row| JobRecord::from_row(&row)).transpose()
     }
 
-    /// Stores the final state of a running job.
-    pub async fn finish_job(&self, id: JobId, outcome: &JobOutcome) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        write_job_outcome(&mut tx, id, outcome).await?;
-        tx.commit().await?;
-        Ok(())
+    /// Stores the final state of a running job (one statement) and returns its final record.
+    pub async fn finish_job(
+        &self,
+        id: JobId,
+        outcome: &JobOutcome,
+    ) -> StoreResult<Option<JobRecord>> {
+        let mut connection = self.pool.acquire().await?;
+        write_job_outcome(&mut connection, id, outcome).await
     }
 
     /// Re-queues jobs interrupted by the death of the previous process (first interruption)
@@ -396,9 +398,9 @@ impl Store {
         session: &SessionId,
         code_id: &CodeId,
         code: &str,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<JobRecord>> {
         let mut tx = self.pool.begin().await?;
-        write_job_outcome(&mut tx, id, outcome).await?;
+        let record = write_job_outcome(&mut tx, id, outcome).await?;
         if outcome.status == JobStatus::Succeeded {
             let now = now_timestamp();
             touch_session(&mut tx, session, &now).await?;
@@ -422,7 +424,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(record)
     }
 
     /// Finishes a reset job: the session's history is emptied and its generation bumped.
@@ -431,7 +433,7 @@ impl Store {
         id: JobId,
         outcome: &JobOutcome,
         session: &SessionId,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<JobRecord>> {
         let mut tx = self.pool.begin().await?;
         let now = now_timestamp();
         touch_session(&mut tx, session, &now).await?;
@@ -439,9 +441,9 @@ impl Store {
             .bind(session.as_str())
             .execute(&mut *tx)
             .await?;
-        write_job_outcome(&mut tx, id, outcome).await?;
+        let record = write_job_outcome(&mut tx, id, outcome).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(record)
     }
 
     /// Cuts a session's history at `code_id` (the target and every later cell go) and
@@ -453,7 +455,7 @@ impl Store {
         session: &SessionId,
         code_id: &CodeId,
         decide: impl FnOnce(&CutOutcome) -> JobOutcome,
-    ) -> StoreResult<CutOutcome> {
+    ) -> StoreResult<(CutOutcome, Option<JobRecord>)> {
         let mut tx = self.pool.begin().await?;
         let target: Option<i64> =
             sqlx::query_scalar("SELECT position FROM history WHERE session_id = ? AND code_id = ?")
@@ -490,9 +492,9 @@ impl Store {
                 }
             }
         };
-        write_job_outcome(&mut tx, id, &decide(&cut)).await?;
+        let record = write_job_outcome(&mut tx, id, &decide(&cut)).await?;
         tx.commit().await?;
-        Ok(cut)
+        Ok((cut, record))
     }
 
     /// A session's cells and summary, or `None` when the session has never been used.
@@ -603,35 +605,39 @@ async fn touch_session(
     Ok(())
 }
 
+/// Stores a running job's final state and returns the final record (`None` if the job was
+/// not running: a stale worker must not overwrite anything).
 async fn write_job_outcome(
-    tx: &mut Transaction<'_, Sqlite>,
+    connection: &mut SqliteConnection,
     id: JobId,
     outcome: &JobOutcome,
-) -> StoreResult<()> {
+) -> StoreResult<Option<JobRecord>> {
     let results_json = outcome
         .results
         .as_ref()
         .map(|results| serde_json::to_string(results).unwrap_or_else(|_| "[]".into()));
-    sqlx::query(
+    let sql = format!(
         "UPDATE jobs SET status = ?, result = ?, results_json = ?, stdout = ?, stderr = ?, \
              output_truncated = ?, error = ?, error_kind = ?, finished_at = ?, \
              duration_ms = CAST(ROUND((julianday(?) - julianday(started_at)) * 86400000) AS INTEGER) \
-         WHERE id = ? AND status = 'running'",
-    )
-    .bind(outcome.status.as_str())
-    .bind(&outcome.result)
-    .bind(results_json)
-    .bind(&outcome.stdout)
-    .bind(&outcome.stderr)
-    .bind(outcome.output_truncated)
-    .bind(&outcome.error)
-    .bind(outcome.error_kind.map(ErrorKind::as_str))
-    .bind(now_timestamp())
-    .bind(now_timestamp())
-    .bind(id.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+         WHERE id = ? AND status = 'running' \
+         RETURNING {JOB_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(outcome.status.as_str())
+        .bind(&outcome.result)
+        .bind(results_json)
+        .bind(&outcome.stdout)
+        .bind(&outcome.stderr)
+        .bind(outcome.output_truncated)
+        .bind(&outcome.error)
+        .bind(outcome.error_kind.map(ErrorKind::as_str))
+        .bind(now_timestamp())
+        .bind(now_timestamp())
+        .bind(id.to_string())
+        .fetch_optional(connection)
+        .await?;
+    row.map(|row| JobRecord::from_row(&row)).transpose()
 }
 
 fn parse_job_id(text: &str) -> StoreResult<JobId> {
