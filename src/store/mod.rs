@@ -128,6 +128,9 @@ impl Store {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A connection to a local file does not go stale; pinging it before every
+            // statement would double the cost of each one.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
