@@ -88,3 +88,22 @@ BEGIN
     INSERT OR IGNORE INTO sessions (id, generation, created_at, updated_at)
     VALUES (NEW.session_id, 0, NEW.created_at, NEW.created_at);
 END;
+
+-- A MeTTa run that succeeds enters its session's history in the same statement that stores
+-- its result (so the history changes exactly when a result is stored, never apart): a new
+-- codeId (default: the job id) goes last, a known one keeps its position and gets the new
+-- code, and the session's generation counts the change.
+CREATE TRIGGER metta_success_recorded_in_history AFTER UPDATE OF status ON jobs
+WHEN NEW.status = 'succeeded' AND NEW.kind = 'run' AND NEW.language = 'metta'
+BEGIN
+    UPDATE sessions SET generation = generation + 1, updated_at = NEW.finished_at
+    WHERE id = NEW.session_id;
+    INSERT INTO history (session_id, position, code_id, code, created_at, updated_at,
+                         last_job_id, last_result)
+    SELECT NEW.session_id, COALESCE(MAX(position), 0) + 1, COALESCE(NEW.code_id, NEW.id),
+           NEW.code, NEW.finished_at, NEW.finished_at, NEW.id, NEW.result
+    FROM history WHERE session_id = NEW.session_id
+    ON CONFLICT (session_id, code_id) DO UPDATE SET
+        code = excluded.code, updated_at = excluded.updated_at,
+        last_job_id = excluded.last_job_id, last_result = excluded.last_result;
+END;

@@ -237,9 +237,9 @@ impl Worker {
         }
 
         let outcome = metta_outcome(outcome, timeout, &session);
-        self.store
-            .finish_run_and_record_cell(job.id, &outcome, &session, &code_id, &job.code)
-            .await
+        // Success also records the cell (append, or replace in place) and bumps the session's
+        // generation to `success_generation`, in the same statement.
+        self.store.finish_job(job.id, &outcome).await
     }
 
     async fn reset_session(&mut self, job: &JobRecord) -> Result<Option<JobRecord>, StoreError> {

@@ -1,7 +1,7 @@
 //! The durable state of the service: jobs, sessions and their history in one SQLite file.
 //!
 //! Every SQL statement of the crate lives in this module; handlers and the worker call the
-//! named operations below (`enqueue_job`, `claim_next_job`, `finish_run_and_record_cell`, …).
+//! named operations below (`enqueue_job`, `claim_next_job`, `finish_job`, …).
 //! Each operation is one statement or one transaction, so a crash at any point leaves either
 //! the old state or the new one, never half of a change. This module never runs code and never
 //! decides policy (limits, who may do what): callers pass those in.
@@ -298,6 +298,8 @@ impl Store {
     }
 
     /// Stores the final state of a running job (one statement) and returns its final record.
+    /// A MeTTa run that succeeded enters its session's history in the same statement (the
+    /// trigger `metta_success_recorded_in_history` in the first migration).
     pub async fn finish_job(
         &self,
         id: JobId,
@@ -389,45 +391,6 @@ impl Store {
         .await?;
         let generation: Option<i64> = row.try_get("generation")?;
         Ok((generation.unwrap_or(0), row.try_get("position")?))
-    }
-
-    /// Finishes a MeTTa run and, when it succeeded, records its cell (appending a new codeId,
-    /// replacing an existing one in place) and bumps the session's generation, in one
-    /// transaction: a session's history changes exactly when its job's result is stored.
-    pub async fn finish_run_and_record_cell(
-        &self,
-        id: JobId,
-        outcome: &JobOutcome,
-        session: &SessionId,
-        code_id: &CodeId,
-        code: &str,
-    ) -> StoreResult<Option<JobRecord>> {
-        let mut tx = self.pool.begin().await?;
-        let record = write_job_outcome(&mut tx, id, outcome).await?;
-        if outcome.status == JobStatus::Succeeded {
-            let now = now_timestamp();
-            touch_session(&mut tx, session, &now).await?;
-            // A known codeId keeps its position and gets the new code; a new one goes last.
-            sqlx::query(
-                "INSERT INTO history (session_id, position, code_id, code, created_at, \
-                                      updated_at, last_job_id, last_result) \
-                 SELECT ?1, COALESCE(MAX(position), 0) + 1, ?2, ?3, ?4, ?4, ?5, ?6 \
-                 FROM history WHERE session_id = ?1 \
-                 ON CONFLICT (session_id, code_id) DO UPDATE SET \
-                     code = excluded.code, updated_at = excluded.updated_at, \
-                     last_job_id = excluded.last_job_id, last_result = excluded.last_result",
-            )
-            .bind(session.as_str())
-            .bind(code_id.as_str())
-            .bind(code)
-            .bind(&now)
-            .bind(id.to_string())
-            .bind(&outcome.result)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(record)
     }
 
     /// Finishes a reset job: the session's history is emptied and its generation bumped.
