@@ -9,7 +9,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
@@ -80,7 +80,6 @@ pub struct PythonRun {
     pub exit: PythonExit,
     pub stdout: CapturedOutput,
     pub stderr: CapturedOutput,
-    pub elapsed: Duration,
 }
 
 /// An interpreter started ahead of its job, blocked reading its code.
@@ -183,7 +182,6 @@ impl PythonRunner {
 
     /// Runs `code` with `stdin` until it exits or `timeout` passes.
     pub async fn run(&mut self, code: &str, stdin: Option<&str>, timeout: Duration) -> PythonRun {
-        let started = Instant::now();
         let waiting = match self.waiting.take() {
             Some(waiting) => Ok(waiting),
             None => self.start_interpreter(),
@@ -196,7 +194,6 @@ impl PythonRunner {
                     exit: PythonExit::SpawnFailed(message),
                     stdout: CapturedOutput::default(),
                     stderr: CapturedOutput::default(),
-                    elapsed: started.elapsed(),
                 }
             }
         };
@@ -258,7 +255,6 @@ impl PythonRunner {
             exit,
             stdout,
             stderr,
-            elapsed: started.elapsed(),
         }
     }
 }

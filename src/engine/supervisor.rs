@@ -153,11 +153,6 @@ impl EngineSupervisor {
         self.process.as_ref().map(|process| process.leader)
     }
 
-    /// hyperon's version, once a child has started.
-    pub fn hyperon_version(&self) -> Option<&str> {
-        self.hyperon_version.as_deref()
-    }
-
     /// Starts a child now if none is running, so the next job does not wait for the import.
     pub async fn ensure_started(&mut self) -> Result<(), String> {
         if self.process.is_none() {
