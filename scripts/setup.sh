@@ -27,6 +27,21 @@ if [ "$need_apt" = 1 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11 python3.11-venv libpython3.11-dev >/dev/null
 fi
 
+# A root server runs learners' code under unprivileged uids, which must reach the project's
+# Python environment and the server binary: let other users traverse (not list) every folder
+# above the checkout that forbids it (a checkout under /root or in a mktemp -d folder).
+if [ "$(id -u)" = 0 ]; then
+  dir=$(pwd -P)
+  while :; do
+    if [ -z "$(find "$dir" -maxdepth 0 -perm -o=x)" ]; then
+      echo "setup: chmod o+x $dir (children run as unprivileged users and must reach .venv and the binary)" >&2
+      chmod o+x "$dir"
+    fi
+    [ "$dir" = / ] && break
+    dir=$(dirname "$dir")
+  done
+fi
+
 if ! .venv/bin/python -c 'import hyperon' >/dev/null 2>&1; then
   echo "setup: creating .venv with $(cat requirements.txt | tr '\n' ' ')" >&2
   rm -rf .venv
