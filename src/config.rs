@@ -184,11 +184,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// The per-job run deadline.
-    pub fn run_timeout(&self) -> Duration {
-        Duration::from_secs(self.run_timeout_secs)
-    }
-
     /// The grace period given to a running job at shutdown.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)

@@ -18,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::{read_capped_until, CapturedOutput};
 use crate::sandbox::{
-    child_work_dir, cloexec_pipe, contained_command, kill_group, pass_fd_as, Containment,
-    GroupGuard, Identity,
+    child_work_dir, cloexec_pipe, contained_command, kill_group, pass_fd_as, Containment, Identity,
 };
 
 /// How long to keep draining output after the child is gone (a grandchild that escaped the
@@ -92,6 +91,8 @@ struct WaitingInterpreter {
     _work_dir: tempfile::TempDir,
 }
 
+/// Kills the interpreter's whole group when dropped: an unused interpreter, and a job abandoned
+/// mid-run (shutdown grace expired) alike.
 impl Drop for WaitingInterpreter {
     fn drop(&mut self) {
         kill_group(self.leader);
@@ -197,7 +198,6 @@ impl PythonRunner {
                 }
             }
         };
-        let _group = GroupGuard(waiting.leader);
         let child = &mut waiting.child;
 
         // Output is read from the start, so a child printing before it reads stdin never blocks.

@@ -247,17 +247,6 @@ pub fn pass_fd_as(command: &mut Command, fd: &OwnedFd, target: RawFd) {
     }
 }
 
-/// Kills a child's process group when dropped, so a job abandoned mid-run (shutdown, a
-/// cancelled future) leaves nothing running.
-#[derive(Debug)]
-pub struct GroupGuard(pub u32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0);
-    }
-}
-
 /// Makes a private temporary working directory for one child, owned by the child's identity
 /// (when it has one) and removed when dropped.
 pub fn child_work_dir(

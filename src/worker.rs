@@ -220,7 +220,7 @@ impl Worker {
         let mut outcome = match position {
             // Re-running an existing cell: rebuild the session with the new code in its place.
             Some(position) => {
-                let (_, cells) = self.store.load_history(&session).await?;
+                let cells = self.store.load_history(&session).await?;
                 history = cells.into_iter().map(|cell| cell.code).collect();
                 let at = cells_before(&history, position);
                 request.history = Some(&history[..at]);
@@ -230,7 +230,7 @@ impl Worker {
             None => self.engine.run(&request).await,
         };
         if matches!(outcome, MettaRunOutcome::NeedHistory) && request.history.is_none() {
-            let (_, cells) = self.store.load_history(&session).await?;
+            let cells = self.store.load_history(&session).await?;
             replay_history = cells.into_iter().map(|cell| cell.code).collect();
             request.history = Some(&replay_history);
             outcome = self.engine.run(&request).await;

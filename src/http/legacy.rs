@@ -174,7 +174,7 @@ async fn get_history(
     Query(query): Query<SessionQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let session = legacy_session(query.session_id.as_deref(), &headers)?;
-    let (_, cells) = state.queue.store().load_history(&session).await?;
+    let cells = state.queue.store().load_history(&session).await?;
     let history: Vec<Value> = cells
         .iter()
         .map(|cell| json!({ "id": cell.code_id.as_str(), "code": cell.code }))

@@ -353,13 +353,8 @@ impl Store {
 
     // ----- sessions and history ---------------------------------------------------------
 
-    /// The generation and cells of a session, in position order (empty for an unknown session).
-    pub async fn load_history(&self, session: &SessionId) -> StoreResult<(i64, Vec<CellRecord>)> {
-        let generation: Option<i64> =
-            sqlx::query_scalar("SELECT generation FROM sessions WHERE id = ?")
-                .bind(session.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+    /// The cells of a session, in position order (empty for an unknown session).
+    pub async fn load_history(&self, session: &SessionId) -> StoreResult<Vec<CellRecord>> {
         let rows = sqlx::query(
             "SELECT position, code_id, code, created_at, updated_at, last_job_id, last_result \
              FROM history WHERE session_id = ? ORDER BY position",
@@ -371,7 +366,7 @@ impl Store {
             .iter()
             .map(CellRecord::from_row)
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok((generation.unwrap_or(0), cells))
+        Ok(cells)
     }
 
     /// A session's generation and the position of one of its cells (when present): what the
@@ -465,16 +460,14 @@ impl Store {
 
     /// A session's cells and summary, or `None` when the session has never been used.
     pub async fn session_view(&self, session: &SessionId) -> StoreResult<Option<SessionView>> {
-        let row =
-            sqlx::query("SELECT id, generation, created_at, updated_at FROM sessions WHERE id = ?")
-                .bind(session.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT id, created_at, updated_at FROM sessions WHERE id = ?")
+            .bind(session.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
-        let (_, cells) = self.load_history(session).await?;
+        let cells = self.load_history(session).await?;
         Ok(Some(SessionView {
             id: session.clone(),
-            generation: row.try_get("generation")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             cells,

@@ -178,7 +178,6 @@ impl CellRecord {
 #[derive(Debug, Clone)]
 pub struct SessionView {
     pub id: SessionId,
-    pub generation: i64,
     pub created_at: String,
     pub updated_at: String,
     pub cells: Vec<CellRecord>,
