@@ -113,6 +113,7 @@ impl Application {
             signals: signals.clone(),
             python,
             engine,
+            max_batch: usize::try_from(config.max_batch_jobs).unwrap_or(usize::MAX),
         };
         Ok(Application {
             listener,

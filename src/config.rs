@@ -36,6 +36,12 @@ pub struct Config {
     #[arg(long, env = "RUN_TIMEOUT_SECS", default_value_t = 30)]
     pub run_timeout_secs: u64,
 
+    /// Most MeTTa jobs the worker sends to the engine in one message (1: one at a time).
+    /// Queued MeTTa jobs of different sessions that add a new cell share a round trip and a
+    /// commit; they still run one after another in queue order, each with its own deadline.
+    #[arg(long, env = "MAX_BATCH_JOBS", default_value_t = 32)]
+    pub max_batch_jobs: u64,
+
     /// Queued jobs before new submissions are refused with 503.
     #[arg(long, env = "MAX_QUEUED_JOBS", default_value_t = 1000)]
     pub max_queued_jobs: u64,
@@ -228,6 +234,7 @@ impl Config {
             ("MAX_CODE_BYTES", self.max_code_bytes as u64),
             ("MAX_LIVE_SESSIONS", self.max_live_sessions as u64),
             ("REPLAY_TIMEOUT_SECS", self.replay_timeout_secs),
+            ("MAX_BATCH_JOBS", self.max_batch_jobs),
             ("CHILD_MEMORY_MB", self.child_memory_mb),
             ("HEADER_READ_TIMEOUT_SECS", self.header_read_timeout_secs),
             ("BODY_READ_TIMEOUT_SECS", self.body_read_timeout_secs),

@@ -6,19 +6,20 @@
 //! running job the grace period, then abandons it (its row stays `running`, and start-up
 //! recovery re-queues it).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::CapturedOutput;
-use crate::domain::{CodeId, ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
+use crate::domain::{ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
 use crate::engine::protocol::ResponseOutcome;
-use crate::engine::{EngineSupervisor, MettaRequest, MettaRunOutcome};
+use crate::engine::{BatchEnd, EngineSupervisor, MettaRequest, MettaRunOutcome};
 use crate::job_signals::JobSignals;
 use crate::python_runner::{PythonExit, PythonRunner};
 use crate::sandbox::{describe_signal, reap_orphans};
-use crate::store::{CutOutcome, JobOutcome, JobRecord, Store, StoreError};
+use crate::store::{ClaimedJob, CutOutcome, JobOutcome, JobRecord, Store, StoreError};
 
 /// The message of a successful reset, as the original service answered it.
 pub const RESET_MESSAGE: &str = "AtomSpace and code history completely reset.";
@@ -29,6 +30,8 @@ pub struct Worker {
     pub signals: Arc<JobSignals>,
     pub python: PythonRunner,
     pub engine: EngineSupervisor,
+    /// Most MeTTa jobs claimed and sent to the engine together (`MAX_BATCH_JOBS`).
+    pub max_batch: usize,
 }
 
 impl Worker {
@@ -42,14 +45,14 @@ impl Worker {
             if shutdown.is_cancelled() {
                 break;
             }
-            let job = match self.store.claim_next_job().await {
-                Ok(Some(job)) => job,
-                Ok(None) => {
+            let claimed = match self.store.claim_next_jobs(self.max_batch).await {
+                Ok(claimed) if claimed.is_empty() => {
                     tokio::select! {
                         _ = self.signals.wait_for_accepted_job() => continue,
                         _ = shutdown.cancelled() => break,
                     }
                 }
+                Ok(claimed) => claimed,
                 Err(err) => {
                     tracing::error!("cannot claim the next job: {err}");
                     tokio::select! {
@@ -58,32 +61,30 @@ impl Worker {
                     }
                 }
             };
-            let id = job.id;
-            tracing::debug!(job = %id, kind = job.kind.as_str(), "running job");
-            let signals = self.signals.clone();
+            let first = claimed[0].job.id;
+            tracing::debug!(job = %first, jobs = claimed.len(), "running");
             let finished = {
-                let execute = self.execute(job);
+                let execute = self.execute(claimed);
                 tokio::pin!(execute);
                 tokio::select! {
-                    record = &mut execute => Some(record),
+                    () = &mut execute => true,
                     _ = shutdown.cancelled() => {
                         tokio::select! {
-                            record = &mut execute => Some(record),
-                            _ = tokio::time::sleep(grace) => None,
+                            () = &mut execute => true,
+                            _ = tokio::time::sleep(grace) => false,
                         }
                     }
                 }
             };
-            let Some(record) = finished else {
-                tracing::warn!(job = %id, "the running job did not finish within the shutdown grace; it is re-queued at the next start");
+            if !finished {
+                tracing::warn!(job = %first, "the running jobs did not finish within the shutdown grace; they are re-queued at the next start");
                 break;
-            };
-            signals.job_finished(id, record);
+            }
             // Let the woken long-waits answer before the chores below: forking the next
             // child stalls this thread for a moment, and a woken task waits for it.
             tokio::task::yield_now().await;
-            // Leftovers first: nothing the job left may meet the next child it could reach.
-            self.reap_leftovers(id);
+            // Leftovers first: nothing the jobs left may meet the next child it could reach.
+            self.reap_leftovers(first);
             self.engine.start_replacement().await;
             self.python.prepare_next();
         }
@@ -106,13 +107,16 @@ impl Worker {
         }
     }
 
-    /// Runs one claimed job and stores its outcome; returns the final record (`None` when it
-    /// could not be stored).
-    async fn execute(&mut self, job: JobRecord) -> Option<JobRecord> {
+    /// Runs claimed jobs (one, or a batch of MeTTa jobs), stores their outcomes and
+    /// announces them.
+    async fn execute(&mut self, mut claimed: Vec<ClaimedJob>) {
+        if claimed.len() > 1 || is_metta_run(&claimed[0].job) {
+            return self.run_metta(claimed).await;
+        }
+        let job = claimed.remove(0).job;
         let stored = match (job.kind, job.language) {
             (JobKind::Run, Some(Language::Python)) => self.run_python(&job).await,
-            (JobKind::Run, Some(Language::Metta)) => self.run_metta(&job).await,
-            (JobKind::Run, None) => {
+            (JobKind::Run, _) => {
                 let outcome = JobOutcome::with_error(
                     JobStatus::Failed,
                     ErrorKind::Service,
@@ -123,24 +127,14 @@ impl Worker {
             (JobKind::ResetSession, _) => self.reset_session(&job).await,
             (JobKind::ResetTo | JobKind::RemoveCell, _) => self.cut_history(&job).await,
         };
-        match stored {
+        let record = match stored {
             Ok(record) => record,
             Err(err) => {
                 tracing::error!(job = %job.id, "cannot store the job's outcome: {err}");
-                let outcome = JobOutcome::with_error(
-                    JobStatus::Failed,
-                    ErrorKind::Service,
-                    "internal error: the service could not store this job's result",
-                );
-                self.store
-                    .finish_job(job.id, &outcome)
-                    .await
-                    .unwrap_or_else(|err| {
-                        tracing::error!(job = %job.id, "cannot mark the job failed either: {err}");
-                        None
-                    })
+                store_failure(&self.store, job.id).await
             }
-        }
+        };
+        self.signals.job_finished(job.id, record);
     }
 
     async fn run_python(&mut self, job: &JobRecord) -> Result<Option<JobRecord>, StoreError> {
@@ -193,53 +187,81 @@ impl Worker {
         self.store.finish_job(job.id, &outcome).await
     }
 
-    async fn run_metta(&mut self, job: &JobRecord) -> Result<Option<JobRecord>, StoreError> {
-        let session = job
-            .session_id
-            .clone()
-            .unwrap_or_else(SessionId::default_session);
-        let code_id = job
-            .code_id
-            .clone()
-            .unwrap_or_else(|| CodeId::from_job(job.id));
-        let timeout = job_timeout(job);
-        let (generation, position) = self.store.cell_lookup(&session, &code_id).await?;
-
-        let history: Vec<String>;
-        let replay_history: Vec<String>;
-        let mut request = MettaRequest {
-            job_id: job.id,
-            session: &session,
-            generation,
-            history: None,
-            code: &job.code,
-            after: &[],
-            timeout,
-            success_generation: generation + 1,
-        };
-        let mut outcome = match position {
-            // Re-running an existing cell: rebuild the session with the new code in its place.
-            Some(position) => {
-                let cells = self.store.load_history(&session).await?;
-                history = cells.into_iter().map(|cell| cell.code).collect();
-                let at = cells_before(&history, position);
-                request.history = Some(&history[..at]);
-                request.after = &history[(at + 1).min(history.len())..];
-                self.engine.run(&request).await
+    /// Runs claimed MeTTa jobs in the engine, one after another in queue order, storing
+    /// and announcing each group of outcomes as the engine answers (a batch is stored while
+    /// its later jobs still run). A job whose session the engine lacks is sent again with
+    /// its history; jobs the engine did not get to are sent again.
+    async fn run_metta(&mut self, claimed: Vec<ClaimedJob>) {
+        let Worker {
+            store,
+            signals,
+            engine,
+            ..
+        } = self;
+        let mut requests = Vec::with_capacity(claimed.len());
+        let mut failed_to_prepare = Vec::new();
+        for claimed in &claimed {
+            match metta_request(store, claimed).await {
+                Ok(request) => requests.push(request),
+                Err(err) => {
+                    tracing::error!(job = %claimed.job.id, "cannot read the session's history: {err}");
+                    failed_to_prepare.push(claimed.job.id);
+                }
             }
-            None => self.engine.run(&request).await,
-        };
-        if matches!(outcome, MettaRunOutcome::NeedHistory) && request.history.is_none() {
-            let cells = self.store.load_history(&session).await?;
-            replay_history = cells.into_iter().map(|cell| cell.code).collect();
-            request.history = Some(&replay_history);
-            outcome = self.engine.run(&request).await;
+        }
+        for id in failed_to_prepare {
+            let record = store_failure(store, id).await;
+            signals.job_finished(id, record);
         }
 
-        let outcome = metta_outcome(outcome, timeout, &session);
-        // Success also records the cell (append, or replace in place) and bumps the session's
-        // generation to `success_generation`, in the same statement.
-        self.store.finish_job(job.id, &outcome).await
+        let mut next = 0;
+        while next < requests.len() {
+            let offset = next;
+            let batch = &requests[offset..];
+            let (store_ref, signals_ref) = (&*store, &**signals);
+            let mut deliver = |outcomes: Vec<(usize, MettaRunOutcome)>| {
+                let outcomes: Vec<(JobId, JobOutcome)> = outcomes
+                    .into_iter()
+                    .map(|(run, outcome)| {
+                        let request = &batch[run];
+                        let outcome = metta_outcome(outcome, request.timeout, &request.session);
+                        (request.job_id, outcome)
+                    })
+                    .collect();
+                async move { store_and_announce(store_ref, signals_ref, &outcomes).await }
+            };
+            match engine.run_batch(batch, &mut deliver).await {
+                BatchEnd::Completed => break,
+                BatchEnd::Resume(run) => next = offset + run,
+                BatchEnd::NeedHistory(run) => {
+                    let at = offset + run;
+                    let request = &mut requests[at];
+                    if request.history.is_some() {
+                        let outcome = JobOutcome::with_error(
+                            JobStatus::Failed,
+                            ErrorKind::Service,
+                            "internal error: the engine asked for a history it was just given",
+                        );
+                        store_and_announce(store, signals, &[(request.job_id, outcome)]).await;
+                        next = at + 1;
+                        continue;
+                    }
+                    match store.load_history(&request.session).await {
+                        Ok(cells) => {
+                            request.history =
+                                Some(cells.into_iter().map(|cell| cell.code).collect());
+                            next = at;
+                        }
+                        Err(err) => {
+                            tracing::error!(job = %request.job_id, "cannot read the session's history: {err}");
+                            let record = store_failure(store, request.job_id).await;
+                            signals.job_finished(request.job_id, record);
+                            next = at + 1;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     async fn reset_session(&mut self, job: &JobRecord) -> Result<Option<JobRecord>, StoreError> {
@@ -290,6 +312,83 @@ impl Worker {
         }
         Ok(record)
     }
+}
+
+fn is_metta_run(job: &JobRecord) -> bool {
+    job.kind == JobKind::Run && job.language == Some(Language::Metta)
+}
+
+/// What the engine needs for one claimed MeTTa job. Re-running an existing cell rebuilds the
+/// session with the new code in its place (its history before, the cells after).
+async fn metta_request(store: &Store, claimed: &ClaimedJob) -> Result<MettaRequest, StoreError> {
+    let job = &claimed.job;
+    let session = job
+        .session_id
+        .clone()
+        .unwrap_or_else(SessionId::default_session);
+    let mut request = MettaRequest {
+        job_id: job.id,
+        session,
+        generation: claimed.generation,
+        history: None,
+        code: job.code.clone(),
+        after: Vec::new(),
+        timeout: job_timeout(job),
+        success_generation: claimed.generation + 1,
+    };
+    if let Some(position) = claimed.cell_position {
+        let mut history: Vec<String> = store
+            .load_history(&request.session)
+            .await?
+            .into_iter()
+            .map(|cell| cell.code)
+            .collect();
+        let at = cells_before(&history, position);
+        request.after = history.split_off((at + 1).min(history.len()));
+        history.truncate(at);
+        request.history = Some(history);
+    }
+    Ok(request)
+}
+
+/// Stores outcomes in one statement and announces the final records; when that fails, marks
+/// each job failed on its own (so no job stays `running`).
+async fn store_and_announce(store: &Store, signals: &JobSignals, outcomes: &[(JobId, JobOutcome)]) {
+    let rows: Vec<(JobId, &JobOutcome)> = outcomes
+        .iter()
+        .map(|(id, outcome)| (*id, outcome))
+        .collect();
+    match store.finish_jobs(&rows).await {
+        Ok(records) => {
+            let mut records: HashMap<JobId, JobRecord> = records
+                .into_iter()
+                .map(|record| (record.id, record))
+                .collect();
+            for (id, _) in outcomes {
+                signals.job_finished(*id, records.remove(id));
+            }
+        }
+        Err(err) => {
+            tracing::error!("cannot store {} jobs' outcomes: {err}", outcomes.len());
+            for (id, _) in outcomes {
+                let record = store_failure(store, *id).await;
+                signals.job_finished(*id, record);
+            }
+        }
+    }
+}
+
+/// Marks a running job failed because its outcome could not be stored.
+async fn store_failure(store: &Store, id: JobId) -> Option<JobRecord> {
+    let outcome = JobOutcome::with_error(
+        JobStatus::Failed,
+        ErrorKind::Service,
+        "internal error: the service could not store this job's result",
+    );
+    store.finish_job(id, &outcome).await.unwrap_or_else(|err| {
+        tracing::error!(job = %id, "cannot mark the job failed either: {err}");
+        None
+    })
 }
 
 /// The index in `history` (position order) of the cell at `position`.
@@ -380,11 +479,6 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
                 error_kind: kind,
             }
         }
-        MettaRunOutcome::NeedHistory => JobOutcome::with_error(
-            JobStatus::Failed,
-            ErrorKind::Service,
-            "internal error: the engine asked for a history it was just given",
-        ),
         MettaRunOutcome::KilledAtDeadline { stdout, stderr } => with_output(
             JobStatus::TimedOut,
             stdout,

@@ -106,6 +106,13 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let setup = Setup::discover()?;
+    if std::env::args().any(|arg| arg == "--quick") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        return runtime.block_on(quick_check(&setup));
+    }
     let in_process = measure_in_process(&setup)?;
     progress(&format!(
         "engine child round trip ({ENGINE_CHILD_RUNS} runs)"
@@ -501,10 +508,10 @@ impl Drop for EngineChild {
     }
 }
 
-/// A run request as the supervisor sends it; `history` present builds the session afresh.
+/// A batch of one run, as the supervisor sends it; `history` present builds the session
+/// afresh.
 fn engine_request(id: usize, session: &str, generation: i64, history: Option<&[String]>) -> Value {
-    json!({
-        "op": "run",
+    json!({"op": "batch", "id": format!("batch-{id}"), "runs": [{
         "id": format!("bench-{id}"),
         "session": session,
         "generation": generation,
@@ -516,7 +523,7 @@ fn engine_request(id: usize, session: &str, generation: i64, history: Option<&[S
         "successGeneration": 1,
         "markerStart": "\u{1}bench:start\u{1}",
         "markerEnd": "\u{1}bench:end\u{1}",
-    })
+    }]})
 }
 
 struct EngineChildFigures {
@@ -994,6 +1001,65 @@ async fn measure_service(setup: &Setup) -> Result<ServiceFigures> {
         startup,
         rebuild,
     })
+}
+
+/// `--quick`: only the v1 API at 1 and at 32 clients, with the CPU time each process spent
+/// per job (server, engine child, this load generator). For iterating on the service's
+/// overhead; prints a few lines and writes no report.
+async fn quick_check(setup: &Setup) -> Result<()> {
+    let server = Server::start(setup, &setup.database("quick")?).await?;
+    let api = Api::new(&server);
+    let server_pid = server.pid()?;
+    for (clients, jobs_per_client) in [(1, 1_000), (MANY_CLIENTS, 60)] {
+        // Warm-up (sessions exist and are live in the engine), then the timed load.
+        measure_metta_load(&api, Route::V1, clients, 2).await?;
+        let engine = engine_child_of(server_pid).unwrap_or(0);
+        let before = [
+            cpu_seconds(server_pid),
+            cpu_seconds(engine),
+            cpu_seconds(std::process::id()),
+        ];
+        let load = measure_metta_load(&api, Route::V1, clients, jobs_per_client).await?;
+        let after = [
+            cpu_seconds(server_pid),
+            cpu_seconds(engine),
+            cpu_seconds(std::process::id()),
+        ];
+        let summary = Summary::of(&load.timed);
+        let phases = Phases::of(&load);
+        let per_job = |i: usize| (after[i] - before[i]) * 1000.0 / summary.n.max(1) as f64;
+        println!(
+            "v1 {clients:>2} client(s): {:.0} jobs/s, p50 {:.3} ms, p99 {:.3} ms; phases {:.2} · {:.2} · {:.2} ms; CPU ms/job: server {:.3}, engine {:.3}, load generator {:.3}",
+            summary.throughput_per_s,
+            summary.p50_ms,
+            summary.p99_ms,
+            phases.created_to_started_ms,
+            phases.started_to_finished_ms,
+            phases.outside_ms,
+            per_job(0),
+            per_job(1),
+            per_job(2),
+        );
+    }
+    server.stop().await
+}
+
+/// User + system CPU seconds a process has used so far (0 when it is gone).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no memory effects.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 /// All jobs the server has stored, from `GET /api/v1/queue`.

@@ -1,6 +1,6 @@
 //! The engine child: `metta-learner-backend engine`. It embeds Python through pyo3, loads
-//! `driver.py` (which imports hyperon), then answers one JSON request per stdin line with one
-//! JSON response per line on fd 3. fds 1 and 2 stay free for hyperon's and learners' output,
+//! `driver.py` (which imports hyperon), then answers JSON requests, one per stdin line, with JSON
+//! lines on fd 3 (a batch gets one answer per job, as each finishes). fds 1 and 2 stay free for hyperon's and learners' output,
 //! which the supervisor captures. It never opens the database and exits at stdin's end.
 
 use std::ffi::CString;
@@ -71,15 +71,18 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
+        // `None`: the driver wrote the answers itself (a batch answers job by job).
         let response = Python::attach(|py| {
             driver
                 .bind(py)
                 .call_method1("handle", (line.as_str(),))
-                .and_then(|value| value.extract::<String>())
-                .unwrap_or_else(|err| engine_error(&line, &err.to_string()))
+                .and_then(|value| value.extract::<Option<String>>())
+                .unwrap_or_else(|err| Some(engine_error(&line, &err.to_string())))
         });
-        if writeln!(responses, "{response}").is_err() || responses.flush().is_err() {
-            break;
+        if let Some(response) = response {
+            if writeln!(responses, "{response}").is_err() || responses.flush().is_err() {
+                break;
+            }
         }
     }
     ExitCode::SUCCESS

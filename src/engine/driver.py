@@ -4,7 +4,7 @@ It owns the live atomspaces (one hyperon `MeTTa()` per session, least recently u
 runs code step by step against a deadline. It never touches the database and never decides
 policy: the supervisor sends the session's generation and, when the engine lacks it, its history.
 
-`handle(request_json) -> response_json` is the only entry point the Rust side calls.
+`handle(request_json) -> response_json | None` is the only entry point the Rust side calls.
 """
 
 import collections
@@ -14,6 +14,7 @@ import sys
 import time
 
 import hyperon
+import hyperonpy as _hp
 from hyperon import Environment, MeTTa, RunnerState
 
 _sessions = collections.OrderedDict()  # session id -> (generation, MeTTa)
@@ -28,8 +29,13 @@ _RESPONSE_FD = 3
 _memory_budget = 4 << 30
 _recycle_above = 1 << 30
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-# Steps between two looks at the process's memory (about 0.1 s of `(loop)`).
+# Steps between two looks at the clock, and at the process's memory (about 0.1 s of
+# `(loop)`; a multiple of the first).
+_DEADLINE_CHECK_STEPS = 16
 _MEMORY_CHECK_STEPS = 1 << 16
+# Steps run since the process's size was last compared with `_recycle_above`: memory grows
+# only with work, so a short job does not pay for reading /proc.
+_steps_since_memory_check = 0
 
 
 def configure(max_live_sessions, work_dir, memory_budget_mb=4096):
@@ -81,22 +87,37 @@ _abandoned = []
 def _run_stepwise(metta, program, deadline):
     """Runs `program` step by step until it completes, fails, passes `deadline` or outgrows
     the memory budget; returns (results, error, stop) with stop None, "deadline" or "memory".
-    Results are lists of atoms."""
+    Results are lists of atoms.
+
+    The loop calls hyperon's C API directly (`RunnerState.run_step` adds a Python frame and an
+    error check per step, about a third of a short job's time): an error ends the run, so it
+    is read once at the end. The clock is read every `_DEADLINE_CHECK_STEPS` steps; a single
+    step that never returns meets the supervisor's hard deadline."""
+    global _steps_since_memory_check
     state = RunnerState(metta, program)
+    cstate = state.cstate
+    step, complete = _hp.runner_state_step, _hp.runner_state_is_complete
     steps = 0
+    stop = None
     try:
-        while not state.is_complete():
-            if time.monotonic() >= deadline:
-                _abandoned.append(state)
-                return state.current_results(), None, "deadline"
+        while not complete(cstate):
+            step(cstate)
             steps += 1
-            if steps % _MEMORY_CHECK_STEPS == 0 and _resident_bytes() > _memory_budget:
-                _abandoned.append(state)
-                return state.current_results(), None, "memory"
-            state.run_step()
+            if steps % _DEADLINE_CHECK_STEPS == 0:
+                if time.monotonic() >= deadline:
+                    stop = "deadline"
+                    break
+                if steps % _MEMORY_CHECK_STEPS == 0 and _resident_bytes() > _memory_budget:
+                    stop = "memory"
+                    break
     except RuntimeError as err:
         return state.current_results(), str(err), None
-    return state.current_results(), None, None
+    finally:
+        _steps_since_memory_check += steps
+    if stop is not None:
+        _abandoned.append(state)
+        return state.current_results(), None, stop
+    return state.current_results(), _hp.runner_state_err_str(cstate), None
 
 
 def _replay(metta, cells, deadline):
@@ -129,9 +150,7 @@ def _remember(session, generation, metta):
 
 
 def _run(req):
-    # Tells the supervisor the job reached the engine: a death before this line is not the
-    # job's doing (the job is sent again to a new engine), a death after it is.
-    _progress(req, "received")
+    """Runs one job of a batch; returns its answer (without `id` and `recycle`)."""
     session = req["session"]
     history = req.get("history")
     now = time.monotonic()
@@ -186,19 +205,55 @@ def _run(req):
     return response
 
 
+def _answer(req, response):
+    """Completes a run's answer with its id and, when the engine should be replaced after
+    it, `recycle`; returns the JSON line."""
+    global _steps_since_memory_check
+    if _abandoned:
+        response["recycle"] = True
+    elif (
+        _steps_since_memory_check >= _MEMORY_CHECK_STEPS
+        or req.get("history")
+        or req.get("after")
+    ):
+        _steps_since_memory_check = 0
+        if _resident_bytes() > _recycle_above:
+            response["recycle"] = True
+    response["id"] = req.get("id")
+    return json.dumps(response)
+
+
+def _batch(req):
+    """Runs a batch's jobs one after another, writing each answer as soon as it is known (so
+    the supervisor stores results while the next job runs, and knows which job is running).
+    Stops after an answer that asks for history or for the engine's replacement: the
+    supervisor sends the rest again."""
+    # Tells the supervisor the batch reached the engine: a death before this line is not the
+    # jobs' doing (the batch is sent again to a new engine), a death after it is the running
+    # job's.
+    _progress(req, "received")
+    for run in req["runs"]:
+        response = _run(run)
+        line = _answer(run, response)
+        os.write(_RESPONSE_FD, (line + "\n").encode())
+        if response["outcome"] == "needHistory" or response.get("recycle"):
+            break
+
+
 def handle(request_json):
+    """Answers one request line; returns the answer line, or None when the answers were
+    written already (a batch)."""
     req = json.loads(request_json)
     op = req.get("op")
-    if op == "run":
-        response = _run(req)
-    elif op == "drop":
+    if op == "batch":
+        _batch(req)
+        return None
+    if op == "drop":
         _sessions.pop(req["session"], None)
         response = {"outcome": "dropped"}
     elif op == "ping":
         response = {"outcome": "pong", "liveSessions": len(_sessions)}
     else:
         response = {"outcome": "failed", "error": "unknown engine op %r" % (op,)}
-    if _abandoned or _resident_bytes() > _recycle_above:
-        response["recycle"] = True
     response["id"] = req.get("id")
     return json.dumps(response)

@@ -20,4 +20,4 @@ pub mod child;
 pub mod protocol;
 pub mod supervisor;
 
-pub use supervisor::{EngineSettings, EngineSupervisor, MettaRequest, MettaRunOutcome};
+pub use supervisor::{BatchEnd, EngineSettings, EngineSupervisor, MettaRequest, MettaRunOutcome};

@@ -3,12 +3,21 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A request to the engine child.
+/// Jobs for the engine child to run one after another: it says `progress`/`received` (with
+/// the batch's id) once it has the batch, then answers each run as it finishes, and stops
+/// after an answer that asks for history or for the engine's replacement.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchRequest<'a> {
+    pub op: &'static str,
+    pub id: &'a str,
+    pub runs: Vec<RunRequest<'a>>,
+}
+
+/// One MeTTa run of a batch.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRequest<'a> {
-    pub op: &'static str,
-    /// Echoed in the response, so a late answer can never be mistaken for another job's.
+    /// Echoed in the answer, so a late answer can never be mistaken for another job's.
     pub id: String,
     pub session: &'a str,
     /// The session generation the live atomspace must have to be used as it is.
@@ -39,7 +48,8 @@ pub struct EngineResponse {
     pub lines: Vec<String>,
     #[serde(default)]
     pub error: Option<String>,
-    /// The phase that began, in a `progress` line: `code` (the replay is done) or `after`.
+    /// The phase that began, in a `progress` line: `received` (the batch reached the engine),
+    /// `code` (the replay is done) or `after`.
     #[serde(default)]
     pub phase: Option<String>,
     /// The child asks to be replaced once this job is recorded (its memory grew).

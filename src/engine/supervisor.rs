@@ -5,6 +5,7 @@
 //!
 //! It never touches the database: the worker gives it history when the child asks for it.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::child::RESPONSE_FD;
-use super::protocol::{EngineResponse, ResponseOutcome, RunRequest};
+use super::protocol::{BatchRequest, EngineResponse, ResponseOutcome, RunRequest};
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
 use crate::sandbox::{
@@ -52,15 +53,28 @@ pub struct EngineSettings {
 
 /// One MeTTa run as the worker asks for it.
 #[derive(Debug, Clone)]
-pub struct MettaRequest<'a> {
+pub struct MettaRequest {
     pub job_id: JobId,
-    pub session: &'a SessionId,
+    pub session: SessionId,
     pub generation: i64,
-    pub history: Option<&'a [String]>,
-    pub code: &'a str,
-    pub after: &'a [String],
+    /// When present: build the session afresh by running these cells first.
+    pub history: Option<Vec<String>>,
+    pub code: String,
+    /// Cells to run after `code` (re-running an edited cell in the middle of the history).
+    pub after: Vec<String>,
     pub timeout: Duration,
     pub success_generation: i64,
+}
+
+impl MettaRequest {
+    /// The budget of the run's first phase: replaying the history when it has one.
+    fn first_phase_budget(&self, replay_timeout: Duration) -> Duration {
+        if self.history.is_some() {
+            replay_timeout
+        } else {
+            self.timeout
+        }
+    }
 }
 
 /// How a run through the engine ended.
@@ -72,8 +86,6 @@ pub enum MettaRunOutcome {
         stdout: CapturedOutput,
         stderr: CapturedOutput,
     },
-    /// The child does not hold the session at that generation: send the history.
-    NeedHistory,
     /// A step did not return by deadline + grace; the child was killed.
     KilledAtDeadline {
         stdout: CapturedOutput,
@@ -87,6 +99,41 @@ pub enum MettaRunOutcome {
     },
     /// No engine could be started (hyperon missing, …).
     Unavailable(String),
+}
+
+/// How a batch ended. Outcomes went to the `deliver` callback of `run_batch` as they came.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// Every run's outcome was delivered.
+    Completed,
+    /// The runs from this index on did not run (the engine stopped after the run before,
+    /// or died in it): send them again.
+    Resume(usize),
+    /// The engine lacks the session of the run at this index at its generation: send it
+    /// again with the history. Nothing was delivered for it, and later runs did not run.
+    NeedHistory(usize),
+}
+
+/// Receives runs' outcomes, by index in the batch, in index order, as the engine answers
+/// (several at once when several answers were waiting).
+pub trait DeliverOutcomes {
+    fn deliver(
+        &mut self,
+        outcomes: Vec<(usize, MettaRunOutcome)>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+impl<F, Fut> DeliverOutcomes for F
+where
+    F: FnMut(Vec<(usize, MettaRunOutcome)>) -> Fut,
+    Fut: Future<Output = ()> + Send,
+{
+    fn deliver(
+        &mut self,
+        outcomes: Vec<(usize, MettaRunOutcome)>,
+    ) -> impl Future<Output = ()> + Send {
+        self(outcomes)
+    }
 }
 
 /// The child died before it said it got the job (it was killed from outside while idle): the
@@ -194,10 +241,19 @@ impl EngineSupervisor {
         }
     }
 
-    /// Runs one MeTTa request, starting a child first when needed.
-    pub async fn run(&mut self, request: &MettaRequest<'_>) -> MettaRunOutcome {
+    /// Runs MeTTa requests one after another in the engine (one message for all, one answer
+    /// per run), starting a child first when needed, and hands each run's outcome to
+    /// `deliver` as soon as it is known, so results are stored while later runs still run.
+    pub async fn run_batch(
+        &mut self,
+        requests: &[MettaRequest],
+        deliver: &mut impl DeliverOutcomes,
+    ) -> BatchEnd {
+        if requests.is_empty() {
+            return BatchEnd::Completed;
+        }
         // A child that died while idle (killed from outside, a leftover thread's crash) is
-        // replaced before the job, which must not be blamed for it.
+        // replaced before the jobs, which must not be blamed for it.
         if let Some(process) = self.process.as_mut() {
             if !matches!(process.child.try_wait(), Ok(None)) {
                 tracing::warn!("the MeTTa engine had died while idle; starting a new one");
@@ -206,42 +262,53 @@ impl EngineSupervisor {
             }
         }
         if let Err(reason) = self.ensure_started().await {
-            return MettaRunOutcome::Unavailable(reason);
+            deliver
+                .deliver(every_run(requests, |_| {
+                    MettaRunOutcome::Unavailable(reason.clone())
+                }))
+                .await;
+            return BatchEnd::Completed;
         }
-        let outcome = match self.exchange(request).await {
-            Ok(outcome) => outcome,
+        let (end, replace) = match self.exchange(requests, deliver).await {
+            Ok(ended) => ended,
             Err(NotReceived(cause)) => {
                 tracing::warn!(
                     "the MeTTa engine died before it got a job ({cause}); sending the job to a new one"
                 );
                 self.process = None;
-                match self.ensure_started().await {
-                    Ok(()) => self
-                        .exchange(request)
-                        .await
-                        .unwrap_or_else(|NotReceived(cause)| MettaRunOutcome::Died {
-                            cause,
+                if let Err(reason) = self.ensure_started().await {
+                    deliver
+                        .deliver(every_run(requests, |_| {
+                            MettaRunOutcome::Unavailable(reason.clone())
+                        }))
+                        .await;
+                    return BatchEnd::Completed;
+                }
+                match self.exchange(requests, deliver).await {
+                    Ok(ended) => ended,
+                    Err(NotReceived(cause)) => {
+                        let died = |_| MettaRunOutcome::Died {
+                            cause: cause.clone(),
                             stdout: CapturedOutput::default(),
                             stderr: CapturedOutput::default(),
-                        }),
-                    Err(reason) => MettaRunOutcome::Unavailable(reason),
+                        };
+                        deliver.deliver(every_run(requests, died)).await;
+                        (BatchEnd::Completed, true)
+                    }
                 }
             }
         };
-        let replace = match &outcome {
-            MettaRunOutcome::KilledAtDeadline { .. } | MettaRunOutcome::Died { .. } => true,
-            MettaRunOutcome::Answered { response, .. } => response.recycle,
-            _ => false,
-        };
         if replace {
-            // The worker starts the next child once this job's result is stored
-            // (`start_replacement`), so the learner does not wait for the respawn.
+            // The worker starts the next child once the results are stored
+            // (`start_replacement`), so learners do not wait for the respawn.
             if let Some(old) = self.process.take() {
                 kill_group(old.leader);
                 self.retiring = Some(old);
             }
+        } else if let Some(process) = self.process.as_ref() {
+            process.kill_leftovers();
         }
-        outcome
+        end
     }
 
     /// Starts a child if the last one was replaced, unless starting has been failing (then
@@ -259,62 +326,81 @@ impl EngineSupervisor {
         }
     }
 
+    /// Sends one batch and follows it to its end; returns how it ended and whether the child
+    /// must be replaced (it died, was killed, or asked for it).
     async fn exchange(
         &mut self,
-        request: &MettaRequest<'_>,
-    ) -> Result<MettaRunOutcome, NotReceived> {
+        requests: &[MettaRequest],
+        deliver: &mut impl DeliverOutcomes,
+    ) -> Result<(BatchEnd, bool), NotReceived> {
         let nonce = Uuid::new_v4().simple().to_string();
-        let marker_start = format!("\u{1}mlb:{nonce}:start\u{1}");
-        let marker_end = format!("\u{1}mlb:{nonce}:end\u{1}");
-        let request_id = request.job_id.to_string();
-        let wire = RunRequest {
-            op: "run",
-            id: request_id.clone(),
-            session: request.session.as_str(),
-            generation: request.generation,
-            history: request.history,
-            code: request.code,
-            after: request.after,
-            timeout_ms: request.timeout.as_millis() as u64,
-            replay_timeout_ms: self.settings.replay_timeout.as_millis() as u64,
-            success_generation: request.success_generation,
-            marker_start: &marker_start,
-            marker_end: &marker_end,
+        let batch_id = format!("batch-{nonce}");
+        let markers: Vec<(String, String)> = (0..requests.len())
+            .map(|run| {
+                (
+                    format!("\u{1}mlb:{nonce}:{run}:start\u{1}"),
+                    format!("\u{1}mlb:{nonce}:{run}:end\u{1}"),
+                )
+            })
+            .collect();
+        let run_ids: Vec<String> = requests.iter().map(|run| run.job_id.to_string()).collect();
+        let replay_timeout = self.settings.replay_timeout;
+        let wire = BatchRequest {
+            op: "batch",
+            id: &batch_id,
+            runs: requests
+                .iter()
+                .zip(&markers)
+                .zip(&run_ids)
+                .map(|((run, (start, end)), id)| RunRequest {
+                    id: id.clone(),
+                    session: run.session.as_str(),
+                    generation: run.generation,
+                    history: run.history.as_deref(),
+                    code: &run.code,
+                    after: &run.after,
+                    timeout_ms: run.timeout.as_millis() as u64,
+                    replay_timeout_ms: replay_timeout.as_millis() as u64,
+                    success_generation: run.success_generation,
+                    marker_start: start,
+                    marker_end: end,
+                })
+                .collect(),
         };
         let mut line = match serde_json::to_string(&wire) {
             Ok(line) => line,
             Err(err) => {
-                return Ok(MettaRunOutcome::Unavailable(format!(
-                    "cannot encode request: {err}"
-                )))
+                let reason = format!("cannot encode request: {err}");
+                deliver
+                    .deliver(every_run(requests, |_| {
+                        MettaRunOutcome::Unavailable(reason.clone())
+                    }))
+                    .await;
+                return Ok((BatchEnd::Completed, false));
             }
         };
         line.push('\n');
 
-        // The hard deadline covers the current phase only: the replay of the history (its own
-        // budget), the job's code (the job's budget), then the replay of later cells.
+        // The hard deadline covers the running job's current phase only: the replay of its
+        // history (its own budget), its code (the job's budget), then the replay of later
+        // cells; each answer starts the next job's clock.
         let grace = self.settings.kill_grace;
-        let replay_timeout = self.settings.replay_timeout;
-        let mut hard_deadline = Instant::now()
-            + grace
-            + if request.history.is_some() {
-                replay_timeout
-            } else {
-                request.timeout
-            };
-        let cap = self.settings.max_output_bytes;
-        let mut stdout = MarkedCapture::new(marker_start.as_bytes(), marker_end.as_bytes(), cap);
-        let mut stderr = MarkedCapture::new(marker_start.as_bytes(), marker_end.as_bytes(), cap);
+        let mut hard_deadline =
+            Instant::now() + grace + requests[0].first_phase_budget(replay_timeout);
+        let mut outputs = BatchOutputs::new(&markers, self.settings.max_output_bytes);
 
         let Some(process) = self.process.as_mut() else {
-            return Ok(MettaRunOutcome::Unavailable(
-                "the MeTTa engine is not running".into(),
-            ));
+            deliver
+                .deliver(every_run(requests, |_| {
+                    MettaRunOutcome::Unavailable("the MeTTa engine is not running".into())
+                }))
+                .await;
+            return Ok((BatchEnd::Completed, false));
         };
         let EngineProcess {
             child,
             leader,
-            requests,
+            requests: stdin,
             responses,
             stdout: stdout_chunks,
             stderr: stderr_chunks,
@@ -322,114 +408,188 @@ impl EngineSupervisor {
         } = process;
 
         let write = async {
-            requests.write_all(line.as_bytes()).await?;
-            requests.flush().await
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.flush().await
         };
-        let mut stdout_open = true;
-        let mut stderr_open = true;
-        let mut written = false;
-        // Whether the child said it got the job: a death before that is not the job's doing.
-        let mut received = false;
         tokio::pin!(write);
+        let mut written = false;
+        // Whether the child said it got the batch: a death before that is not the jobs' doing.
+        let mut received = false;
+        // The running job's answer, while its end markers are still on their way.
+        let mut answered: Option<(EngineResponse, Instant)> = None;
+        // Outcomes not yet delivered.
+        let mut pending: Vec<(usize, MettaRunOutcome)> = Vec::new();
+        // Whether the engine will run no more of this batch after the running job's answer.
+        let mut last_answer = false;
 
-        // Send the request and wait for its answer, reading output all along so the child
-        // never blocks on a full pipe.
-        let answer: Result<EngineResponse, String> = loop {
-            tokio::select! {
-                result = &mut write, if !written => {
+        enum Event {
+            Deadline,
+            Exited(std::io::Result<std::process::ExitStatus>),
+            Written(std::io::Result<()>),
+            Line(std::io::Result<Option<String>>),
+            Stdout(Option<Vec<u8>>),
+            Stderr(Option<Vec<u8>>),
+            MarkersLate,
+            Idle,
+        }
+
+        let end = loop {
+            // The running job's answer is complete once its end markers arrived on both
+            // streams (or took too long): it becomes an outcome, and the next job runs.
+            if let Some((_, markers_due)) = &answered {
+                if outputs.current_done() || Instant::now() >= *markers_due {
+                    let (response, _) = answered.take().expect("checked above");
+                    let replace = response.recycle;
+                    let run = outputs.current;
+                    let (stdout, stderr) = outputs.finish_current();
+                    pending.push((
+                        run,
+                        MettaRunOutcome::Answered {
+                            response,
+                            stdout,
+                            stderr,
+                        },
+                    ));
+                    if outputs.current == requests.len() {
+                        break (BatchEnd::Completed, replace);
+                    }
+                    if replace || last_answer {
+                        break (BatchEnd::Resume(outputs.current), replace);
+                    }
+                    continue;
+                }
+            }
+            let markers_due = answered.as_ref().map(|(_, due)| *due);
+            let event = tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(hard_deadline) => Event::Deadline,
+                status = child.wait() => Event::Exited(status),
+                result = &mut write, if !written => Event::Written(result),
+                line = responses.next_line(), if answered.is_none() => Event::Line(line),
+                chunk = stdout_chunks.recv(), if outputs.stdout_open => Event::Stdout(chunk),
+                chunk = stderr_chunks.recv(), if outputs.stderr_open => Event::Stderr(chunk),
+                _ = tokio::time::sleep_until(markers_due.unwrap_or(hard_deadline)), if markers_due.is_some() => Event::MarkersLate,
+                _ = std::future::ready(()), if !pending.is_empty() => Event::Idle,
+            };
+            let death = match event {
+                Event::Idle => {
+                    // Nothing else is ready: store what is answered while the engine runs on.
+                    deliver.deliver(std::mem::take(&mut pending)).await;
+                    continue;
+                }
+                Event::Stdout(chunk) => {
+                    outputs.feed_stdout(chunk);
+                    continue;
+                }
+                Event::Stderr(chunk) => {
+                    outputs.feed_stderr(chunk);
+                    continue;
+                }
+                Event::MarkersLate => {
+                    // Handled at the top of the loop: the answer goes without the rest.
+                    if let Some((_, due)) = answered.as_mut() {
+                        *due = Instant::now();
+                    }
+                    continue;
+                }
+                Event::Written(Ok(())) => {
                     written = true;
-                    if let Err(err) = result {
-                        break Err(format!("could not send the job to the engine: {err}"));
-                    }
+                    continue;
                 }
-                chunk = stdout_chunks.recv(), if stdout_open => match chunk {
-                    Some(chunk) => stdout.feed(&chunk),
-                    None => stdout_open = false,
-                },
-                chunk = stderr_chunks.recv(), if stderr_open => match chunk {
-                    Some(chunk) => stderr.feed(&chunk),
-                    None => stderr_open = false,
-                },
-                line = responses.next_line() => match line {
-                    Ok(Some(line)) => match serde_json::from_str::<EngineResponse>(&line) {
-                        Ok(response) if response.id.as_deref() != Some(request_id.as_str()) => continue,
-                        Ok(response) if response.outcome == ResponseOutcome::Progress => {
-                            received = true;
-                            let budget = match response.phase.as_deref() {
-                                Some("received") => continue,
-                                Some("code") => request.timeout,
-                                _ => replay_timeout,
-                            };
-                            hard_deadline = Instant::now() + budget + grace;
-                        }
-                        Ok(response) => break Ok(response),
-                        Err(err) => break Err(format!("unreadable answer from the engine: {err}")),
-                    },
-                    Ok(None) | Err(_) => break Err("the engine closed its answer channel".into()),
-                },
-                status = child.wait() => {
-                    break Err(match status {
-                        Ok(status) => describe_exit(status),
-                        Err(err) => format!("lost the engine process: {err}"),
-                    });
+                Event::Written(Err(err)) => {
+                    format!("could not send the job to the engine: {err}")
                 }
-                _ = tokio::time::sleep_until(hard_deadline) => {
+                Event::Deadline => {
                     kill_group(*leader);
-                    let stdout = drain_after_death(stdout, stdout_chunks).await;
-                    let stderr = drain_after_death(stderr, stderr_chunks).await;
-                    return Ok(MettaRunOutcome::KilledAtDeadline { stdout, stderr });
+                    outputs.finish_answered(&mut answered, &mut pending);
+                    if outputs.current < requests.len() {
+                        let (stdout, stderr) =
+                            outputs.drain_current(stdout_chunks, stderr_chunks).await;
+                        pending.push((
+                            outputs.current,
+                            MettaRunOutcome::KilledAtDeadline { stdout, stderr },
+                        ));
+                        outputs.current += 1;
+                    }
+                    break (resume_from(outputs.current, requests.len()), true);
                 }
-            }
-        };
-
-        Ok(match answer {
-            Ok(response) if response.outcome == ResponseOutcome::NeedHistory => {
-                MettaRunOutcome::NeedHistory
-            }
-            Ok(response) => {
-                let collect = async {
-                    while !(stdout.is_done() && stderr.is_done()) {
-                        tokio::select! {
-                            chunk = stdout_chunks.recv(), if stdout_open && !stdout.is_done() => match chunk {
-                                Some(chunk) => stdout.feed(&chunk),
-                                None => stdout_open = false,
-                            },
-                            chunk = stderr_chunks.recv(), if stderr_open && !stderr.is_done() => match chunk {
-                                Some(chunk) => stderr.feed(&chunk),
-                                None => stderr_open = false,
-                            },
-                            else => break,
+                Event::Exited(status) => match status {
+                    Ok(status) => describe_exit(status),
+                    Err(err) => format!("lost the engine process: {err}"),
+                },
+                Event::Line(Ok(Some(line))) => {
+                    match serde_json::from_str::<EngineResponse>(&line) {
+                        Err(err) => format!("unreadable answer from the engine: {err}"),
+                        Ok(response) => {
+                            let id = response.id.as_deref();
+                            let running = run_ids.get(outputs.current).map(String::as_str);
+                            if response.outcome == ResponseOutcome::Progress {
+                                if id == Some(batch_id.as_str()) || id == running {
+                                    received = true;
+                                }
+                                if id == running {
+                                    let budget = match response.phase.as_deref() {
+                                        Some("code") => requests[outputs.current].timeout,
+                                        _ => replay_timeout,
+                                    };
+                                    hard_deadline = Instant::now() + budget + grace;
+                                }
+                                continue;
+                            }
+                            if id == Some(batch_id.as_str()) {
+                                // The driver failed outside any job (an engine error): it answers for
+                                // the running job and runs no more of the batch.
+                                received = true;
+                                last_answer = true;
+                            } else if id != running {
+                                // A late line of an earlier exchange.
+                                continue;
+                            }
+                            if response.outcome == ResponseOutcome::NeedHistory {
+                                break (BatchEnd::NeedHistory(outputs.current), false);
+                            }
+                            let next = outputs.current + 1;
+                            if let Some(next_run) = requests.get(next) {
+                                hard_deadline = Instant::now()
+                                    + grace
+                                    + next_run.first_phase_budget(replay_timeout);
+                            }
+                            answered = Some((response, Instant::now() + MARKER_WAIT));
+                            continue;
                         }
                     }
-                };
-                let _ = tokio::time::timeout(MARKER_WAIT, collect).await;
-                process.kill_leftovers();
-                MettaRunOutcome::Answered {
-                    response,
-                    stdout: stdout.finish(),
-                    stderr: stderr.finish(),
                 }
+                Event::Line(Ok(None) | Err(_)) => "the engine closed its answer channel".into(),
+            };
+            // The child died (or can no longer be talked to).
+            kill_group(*leader);
+            if !received {
+                return Err(NotReceived(death));
             }
-            Err(cause) if !received => {
-                kill_group(*leader);
-                return Err(NotReceived(cause));
-            }
-            Err(cause) => {
-                kill_group(*leader);
-                let stdout = drain_after_death(stdout, stdout_chunks).await;
-                let stderr = drain_after_death(stderr, stderr_chunks).await;
+            outputs.finish_answered(&mut answered, &mut pending);
+            if outputs.current < requests.len() {
+                let (stdout, stderr) = outputs.drain_current(stdout_chunks, stderr_chunks).await;
                 // Prefer the exit status (it says how the child died) over the symptom.
                 let cause = match tokio::time::timeout(DRAIN_AFTER_DEATH, child.wait()).await {
                     Ok(Ok(status)) => describe_exit(status),
-                    _ => cause,
+                    _ => death,
                 };
-                MettaRunOutcome::Died {
-                    cause,
-                    stdout,
-                    stderr,
-                }
+                pending.push((
+                    outputs.current,
+                    MettaRunOutcome::Died {
+                        cause,
+                        stdout,
+                        stderr,
+                    },
+                ));
+                outputs.current += 1;
             }
-        })
+            break (resume_from(outputs.current, requests.len()), true);
+        };
+        if !pending.is_empty() {
+            deliver.deliver(pending).await;
+        }
+        Ok(end)
     }
 
     async fn spawn(&mut self) -> Result<EngineProcess, String> {
@@ -508,6 +668,143 @@ impl EngineSupervisor {
             _ => Err(greeting
                 .error
                 .unwrap_or_else(|| "the engine refused to start".into())),
+        }
+    }
+}
+
+/// The same outcome for every run of a batch.
+fn every_run(
+    requests: &[MettaRequest],
+    outcome: impl Fn(usize) -> MettaRunOutcome,
+) -> Vec<(usize, MettaRunOutcome)> {
+    (0..requests.len()).map(|run| (run, outcome(run))).collect()
+}
+
+fn resume_from(next: usize, runs: usize) -> BatchEnd {
+    if next < runs {
+        BatchEnd::Resume(next)
+    } else {
+        BatchEnd::Completed
+    }
+}
+
+/// The captured output of each run of a batch: every chunk of the engine's stdout and
+/// stderr goes to the captures of the runs not yet finished, each of which keeps what lies
+/// between its own markers.
+struct BatchOutputs {
+    stdout: Vec<Option<MarkedCapture>>,
+    stderr: Vec<Option<MarkedCapture>>,
+    /// The run the engine is on (the first without an outcome).
+    current: usize,
+    stdout_open: bool,
+    stderr_open: bool,
+}
+
+impl BatchOutputs {
+    fn new(markers: &[(String, String)], cap: usize) -> Self {
+        let captures = || {
+            markers
+                .iter()
+                .map(|(start, end)| Some(MarkedCapture::new(start.as_bytes(), end.as_bytes(), cap)))
+                .collect()
+        };
+        BatchOutputs {
+            stdout: captures(),
+            stderr: captures(),
+            current: 0,
+            stdout_open: true,
+            stderr_open: true,
+        }
+    }
+
+    fn feed_stdout(&mut self, chunk: Option<Vec<u8>>) {
+        match chunk {
+            Some(chunk) => feed_all(&mut self.stdout[self.current..], &chunk),
+            None => self.stdout_open = false,
+        }
+    }
+
+    fn feed_stderr(&mut self, chunk: Option<Vec<u8>>) {
+        match chunk {
+            Some(chunk) => feed_all(&mut self.stderr[self.current..], &chunk),
+            None => self.stderr_open = false,
+        }
+    }
+
+    /// Whether the running job's output is complete on both streams.
+    fn current_done(&self) -> bool {
+        let done = |captures: &[Option<MarkedCapture>], open: bool| {
+            !open
+                || captures[self.current]
+                    .as_ref()
+                    .is_none_or(MarkedCapture::is_done)
+        };
+        done(&self.stdout, self.stdout_open) && done(&self.stderr, self.stderr_open)
+    }
+
+    /// The running job's output as it stands; the next run becomes the running one.
+    fn finish_current(&mut self) -> (CapturedOutput, CapturedOutput) {
+        let take = |captures: &mut Vec<Option<MarkedCapture>>, run: usize| {
+            captures[run]
+                .take()
+                .map(MarkedCapture::finish)
+                .unwrap_or_default()
+        };
+        let outputs = (
+            take(&mut self.stdout, self.current),
+            take(&mut self.stderr, self.current),
+        );
+        self.current += 1;
+        outputs
+    }
+
+    /// An answer still waiting for its markers becomes an outcome with what arrived.
+    fn finish_answered(
+        &mut self,
+        answered: &mut Option<(EngineResponse, Instant)>,
+        pending: &mut Vec<(usize, MettaRunOutcome)>,
+    ) {
+        if let Some((response, _)) = answered.take() {
+            let run = self.current;
+            let (stdout, stderr) = self.finish_current();
+            pending.push((
+                run,
+                MettaRunOutcome::Answered {
+                    response,
+                    stdout,
+                    stderr,
+                },
+            ));
+        }
+    }
+
+    /// After the child died or was killed: what else it wrote, for the running job.
+    async fn drain_current(
+        &mut self,
+        stdout_chunks: &mut mpsc::Receiver<Vec<u8>>,
+        stderr_chunks: &mut mpsc::Receiver<Vec<u8>>,
+    ) -> (CapturedOutput, CapturedOutput) {
+        let run = self.current;
+        let stdout = match self.stdout[run].take() {
+            Some(capture) => drain_after_death(capture, stdout_chunks).await,
+            None => CapturedOutput::default(),
+        };
+        let stderr = match self.stderr[run].take() {
+            Some(capture) => drain_after_death(capture, stderr_chunks).await,
+            None => CapturedOutput::default(),
+        };
+        (stdout, stderr)
+    }
+}
+
+fn feed_all(captures: &mut [Option<MarkedCapture>], chunk: &[u8]) {
+    for capture in captures.iter_mut().flatten() {
+        capture.feed(chunk);
+        // Runs write their markers in order: a run's start marker can only follow the end
+        // marker of the run before it, so later captures need the chunk only once this one
+        // is complete (it then was the chunk that completed it, or a later one).
+        if !capture.is_done() {
+            break;
         }
     }
 }

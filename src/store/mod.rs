@@ -1,7 +1,7 @@
 //! The durable state of the service: jobs, sessions and their history in one SQLite file.
 //!
 //! Every SQL statement of the crate lives in this module; handlers and the worker call the
-//! named operations below (`enqueue_job`, `claim_next_job`, `finish_job`, …).
+//! named operations below (`enqueue_job`, `claim_next_jobs`, `finish_jobs`, …).
 //! Each operation is one statement or one transaction, so a crash at any point leaves either
 //! the old state or the new one, never half of a change. This module never runs code and never
 //! decides policy (limits, who may do what): callers pass those in.
@@ -21,7 +21,7 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::domain::{CodeId, ErrorKind, JobId, JobStatus, Language, SessionId};
 pub use records::{
-    CellRecord, JobOutcome, JobRecord, NewJob, QueueCounts, SessionSummary, SessionView,
+    CellRecord, ClaimedJob, JobOutcome, JobRecord, NewJob, QueueCounts, SessionSummary, SessionView,
 };
 
 /// Errors of the storage layer.
@@ -283,18 +283,58 @@ impl Store {
         })
     }
 
-    /// Atomically moves the oldest queued job to `running` and returns it.
-    pub async fn claim_next_job(&self) -> StoreResult<Option<JobRecord>> {
+    /// Atomically moves the oldest queued job to `running`, and with it the queued jobs right
+    /// behind it that can share its engine round trip (at most `max_batch` in all), and
+    /// returns them in queue order, each with its session's generation and the position of
+    /// its cell in the history (for a re-run of an existing cell).
+    ///
+    /// A batch is a prefix of the queue: it stops at the first job that is not a fresh MeTTa
+    /// run (`attempts = 0`: a job re-queued by start-up recovery runs alone, so a second
+    /// interruption is its own) in a session of its own within the batch that appends a new
+    /// cell. Jobs of a batch run one after another in queue order, so FIFO holds.
+    pub async fn claim_next_jobs(&self, max_batch: usize) -> StoreResult<Vec<ClaimedJob>> {
         let sql = format!(
-            "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 \
-             WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) \
-             RETURNING {JOB_COLUMNS}"
+            "WITH head AS ( \
+                 SELECT seq, kind, language, attempts, session_id, code_id, \
+                        ROW_NUMBER() OVER (PARTITION BY session_id ORDER BY seq) AS nth \
+                 FROM (SELECT seq, kind, language, attempts, session_id, code_id FROM jobs \
+                       WHERE status = 'queued' ORDER BY seq LIMIT ?1)), \
+             batch_end AS ( \
+                 SELECT MIN(seq) AS seq FROM head \
+                 WHERE NOT (kind = 'run' AND language = 'metta' AND attempts = 0 AND nth = 1 \
+                            AND session_id IS NOT NULL \
+                            AND NOT EXISTS (SELECT 1 FROM history \
+                                            WHERE history.session_id = head.session_id \
+                                              AND history.code_id = head.code_id))) \
+             UPDATE jobs SET status = 'running', started_at = ?2, attempts = attempts + 1 \
+             WHERE status = 'queued' AND seq IN ( \
+                 SELECT seq FROM head \
+                 WHERE seq = (SELECT MIN(seq) FROM head) \
+                    OR seq < COALESCE((SELECT seq FROM batch_end), 9223372036854775807)) \
+             RETURNING {JOB_COLUMNS}, \
+                 (SELECT generation FROM sessions WHERE id = jobs.session_id) AS session_generation, \
+                 (SELECT position FROM history WHERE history.session_id = jobs.session_id \
+                  AND history.code_id = COALESCE(jobs.code_id, jobs.id)) AS cell_position"
         );
-        let row = sqlx::query(&sql)
+        let rows = sqlx::query(&sql)
+            .bind(max_batch.max(1) as i64)
             .bind(now_timestamp())
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await?;
-        row.map(|row| JobRecord::from_row(&row)).transpose()
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let generation: Option<i64> = column(row, "session_generation")?;
+                Ok(ClaimedJob {
+                    job: JobRecord::from_row(row)?,
+                    generation: generation.unwrap_or(0),
+                    cell_position: column(row, "cell_position")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        // RETURNING gives rows in no promised order.
+        claimed.sort_by_key(|claimed| claimed.job.seq);
+        Ok(claimed)
     }
 
     /// Stores the final state of a running job (one statement) and returns its final record.
@@ -305,8 +345,18 @@ impl Store {
         id: JobId,
         outcome: &JobOutcome,
     ) -> StoreResult<Option<JobRecord>> {
+        let mut records = self.finish_jobs(&[(id, outcome)]).await?;
+        Ok(records.pop())
+    }
+
+    /// `finish_job` for several running jobs at once: one statement, one commit. Returns the
+    /// final records of the jobs that were running (in no particular order).
+    pub async fn finish_jobs(
+        &self,
+        outcomes: &[(JobId, &JobOutcome)],
+    ) -> StoreResult<Vec<JobRecord>> {
         let mut connection = self.pool.acquire().await?;
-        write_job_outcome(&mut connection, id, outcome).await
+        write_job_outcomes(&mut connection, outcomes).await
     }
 
     /// Re-queues jobs interrupted by the death of the previous process (first interruption)
@@ -369,25 +419,6 @@ impl Store {
         Ok(cells)
     }
 
-    /// A session's generation and the position of one of its cells (when present): what the
-    /// worker needs to decide between appending, editing in place and asking for a replay.
-    pub async fn cell_lookup(
-        &self,
-        session: &SessionId,
-        code_id: &CodeId,
-    ) -> StoreResult<(i64, Option<i64>)> {
-        let row = sqlx::query(
-            "SELECT (SELECT generation FROM sessions WHERE id = ?1) AS generation, \
-                    (SELECT position FROM history WHERE session_id = ?1 AND code_id = ?2) AS position",
-        )
-        .bind(session.as_str())
-        .bind(code_id.as_str())
-        .fetch_one(&self.pool)
-        .await?;
-        let generation: Option<i64> = row.try_get("generation")?;
-        Ok((generation.unwrap_or(0), row.try_get("position")?))
-    }
-
     /// Finishes a reset job: the session's history is emptied and its generation bumped.
     pub async fn finish_reset_session(
         &self,
@@ -402,7 +433,7 @@ impl Store {
             .bind(session.as_str())
             .execute(&mut *tx)
             .await?;
-        let record = write_job_outcome(&mut tx, id, outcome).await?;
+        let record = write_job_outcomes(&mut tx, &[(id, outcome)]).await?.pop();
         tx.commit().await?;
         Ok(record)
     }
@@ -453,7 +484,9 @@ impl Store {
                 }
             }
         };
-        let record = write_job_outcome(&mut tx, id, &decide(&cut)).await?;
+        let record = write_job_outcomes(&mut tx, &[(id, &decide(&cut))])
+            .await?
+            .pop();
         tx.commit().await?;
         Ok((cut, record))
     }
@@ -564,39 +597,51 @@ async fn touch_session(
     Ok(())
 }
 
-/// Stores a running job's final state and returns the final record (`None` if the job was
-/// not running: a stale worker must not overwrite anything).
-async fn write_job_outcome(
+/// Stores running jobs' final states in one statement and returns their final records
+/// (only of jobs that were running: a stale worker must not overwrite anything).
+async fn write_job_outcomes(
     connection: &mut SqliteConnection,
-    id: JobId,
-    outcome: &JobOutcome,
-) -> StoreResult<Option<JobRecord>> {
-    let results_json = outcome
-        .results
-        .as_ref()
-        .map(|results| serde_json::to_string(results).unwrap_or_else(|_| "[]".into()));
+    outcomes: &[(JobId, &JobOutcome)],
+) -> StoreResult<Vec<JobRecord>> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let sql = format!(
-        "UPDATE jobs SET status = ?, result = ?, results_json = ?, stdout = ?, stderr = ?, \
-             output_truncated = ?, error = ?, error_kind = ?, finished_at = ?, \
+        "WITH outcome (o_id, o_status, o_result, o_results_json, o_stdout, o_stderr, \
+                       o_output_truncated, o_error, o_error_kind) AS (VALUES {}) \
+         UPDATE jobs SET status = o_status, result = o_result, results_json = o_results_json, \
+             stdout = o_stdout, stderr = o_stderr, output_truncated = o_output_truncated, \
+             error = o_error, error_kind = o_error_kind, finished_at = ?, \
              duration_ms = CAST(ROUND((julianday(?) - julianday(started_at)) * 86400000) AS INTEGER) \
-         WHERE id = ? AND status = 'running' \
-         RETURNING {JOB_COLUMNS}"
+         FROM outcome WHERE jobs.id = outcome.o_id AND jobs.status = 'running' \
+         RETURNING {JOB_COLUMNS}",
+        vec![row; outcomes.len()].join(", ")
     );
-    let row = sqlx::query(&sql)
-        .bind(outcome.status.as_str())
-        .bind(&outcome.result)
-        .bind(results_json)
-        .bind(&outcome.stdout)
-        .bind(&outcome.stderr)
-        .bind(outcome.output_truncated)
-        .bind(&outcome.error)
-        .bind(outcome.error_kind.map(ErrorKind::as_str))
-        .bind(now_timestamp())
-        .bind(now_timestamp())
-        .bind(id.to_string())
-        .fetch_optional(connection)
+    let mut query = sqlx::query(&sql);
+    for (id, outcome) in outcomes {
+        let results_json = outcome
+            .results
+            .as_ref()
+            .map(|results| serde_json::to_string(results).unwrap_or_else(|_| "[]".into()));
+        query = query
+            .bind(id.to_string())
+            .bind(outcome.status.as_str())
+            .bind(outcome.result.clone())
+            .bind(results_json)
+            .bind(outcome.stdout.clone())
+            .bind(outcome.stderr.clone())
+            .bind(outcome.output_truncated)
+            .bind(outcome.error.clone())
+            .bind(outcome.error_kind.map(ErrorKind::as_str));
+    }
+    let now = now_timestamp();
+    let rows = query
+        .bind(now.clone())
+        .bind(now)
+        .fetch_all(connection)
         .await?;
-    row.map(|row| JobRecord::from_row(&row)).transpose()
+    rows.iter().map(JobRecord::from_row).collect()
 }
 
 fn parse_job_id(text: &str) -> StoreResult<JobId> {

@@ -104,6 +104,17 @@ impl JobRecord {
     }
 }
 
+/// A job the worker claimed, with what it needs to run a MeTTa job without reading again.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job: JobRecord,
+    /// Its session's generation at the claim (0 for a session without a row).
+    pub generation: i64,
+    /// The position of its cell (`codeId`, by default the job id) in the session's history,
+    /// when the job re-runs an existing cell.
+    pub cell_position: Option<i64>,
+}
+
 /// The final state of a job as the worker reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOutcome {

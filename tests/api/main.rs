@@ -5,6 +5,7 @@
 mod support;
 
 mod bad_input;
+mod batches;
 mod contract;
 mod hostile_code;
 mod hostile_requests;
