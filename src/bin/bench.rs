@@ -1010,7 +1010,7 @@ async fn quick_check(setup: &Setup) -> Result<()> {
     let server = Server::start(setup, &setup.database("quick")?).await?;
     let api = Api::new(&server);
     let server_pid = server.pid()?;
-    for (clients, jobs_per_client) in [(1, 1_000), (MANY_CLIENTS, 60)] {
+    for (clients, jobs_per_client) in [(1, 1_000), (MANY_CLIENTS, 150)] {
         // Warm-up (sessions exist and are live in the engine), then the timed load.
         measure_metta_load(&api, Route::V1, clients, 2).await?;
         let engine = engine_child_of(server_pid).unwrap_or(0);

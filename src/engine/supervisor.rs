@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, ChildStdin};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -146,8 +145,8 @@ struct EngineProcess {
     leader: u32,
     requests: ChildStdin,
     responses: Lines<BufReader<pipe::Receiver>>,
-    stdout: mpsc::Receiver<Vec<u8>>,
-    stderr: mpsc::Receiver<Vec<u8>>,
+    stdout: OutputPipe,
+    stderr: OutputPipe,
     /// The child's working directory and home, removed with it.
     _work_dir: tempfile::TempDir,
 }
@@ -621,8 +620,8 @@ impl EngineSupervisor {
         drop(response_writer);
         let leader = child.id().unwrap_or(0);
         let requests = child.stdin.take().ok_or("the engine has no stdin")?;
-        let stdout = forward_chunks(child.stdout.take().ok_or("the engine has no stdout")?);
-        let stderr = forward_chunks(child.stderr.take().ok_or("the engine has no stderr")?);
+        let stdout = OutputPipe::new(child.stdout.take().ok_or("the engine has no stdout")?);
+        let stderr = OutputPipe::new(child.stderr.take().ok_or("the engine has no stderr")?);
         let receiver = pipe::Receiver::from_owned_fd(response_reader)
             .map_err(|err| format!("cannot read the engine's answer pipe: {err}"))?;
         let mut process = EngineProcess {
@@ -781,8 +780,8 @@ impl BatchOutputs {
     /// After the child died or was killed: what else it wrote, for the running job.
     async fn drain_current(
         &mut self,
-        stdout_chunks: &mut mpsc::Receiver<Vec<u8>>,
-        stderr_chunks: &mut mpsc::Receiver<Vec<u8>>,
+        stdout_chunks: &mut OutputPipe,
+        stderr_chunks: &mut OutputPipe,
     ) -> (CapturedOutput, CapturedOutput) {
         let run = self.current;
         let stdout = match self.stdout[run].take() {
@@ -809,29 +808,35 @@ fn feed_all(captures: &mut [Option<MarkedCapture>], chunk: &[u8]) {
     }
 }
 
-/// Reads a child's output pipe in the background and forwards it in chunks. The channel is
-/// bounded: a child printing between jobs fills it and then blocks, it cannot grow memory.
-fn forward_chunks<R: AsyncRead + Unpin + Send + 'static>(mut reader: R) -> mpsc::Receiver<Vec<u8>> {
-    let (sender, receiver) = mpsc::channel(32);
-    tokio::spawn(async move {
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sender.send(buffer[..n].to_vec()).await.is_err() {
-                        break;
-                    }
-                }
-            }
+/// One of the engine's output pipes, read by the exchange itself while a batch runs (no
+/// task in between). Between batches nobody reads it: a leftover process printing then fills
+/// the pipe and blocks, it cannot grow the server's memory.
+struct OutputPipe {
+    reader: Box<dyn AsyncRead + Unpin + Send>,
+    buffer: Vec<u8>,
+}
+
+impl OutputPipe {
+    fn new(reader: impl AsyncRead + Unpin + Send + 'static) -> Self {
+        OutputPipe {
+            reader: Box::new(reader),
+            buffer: vec![0u8; 16 * 1024],
         }
-    });
-    receiver
+    }
+
+    /// The next chunk, or `None` at the pipe's end. Cancel-safe: a read that did not
+    /// complete consumed nothing.
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        match self.reader.read(&mut self.buffer).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(self.buffer[..n].to_vec()),
+        }
+    }
 }
 
 async fn drain_after_death(
     mut capture: MarkedCapture,
-    chunks: &mut mpsc::Receiver<Vec<u8>>,
+    chunks: &mut OutputPipe,
 ) -> CapturedOutput {
     let drain = async {
         while let Some(chunk) = chunks.recv().await {
