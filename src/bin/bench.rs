@@ -54,8 +54,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyModule};
 use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 
 /// The program every MeTTa measurement runs, and what `metta-py` prints for it.
 const PROGRAM: &str = "!(+ 2 3)";
@@ -80,8 +78,6 @@ const PYTHON_PACE: Duration = Duration::from_millis(50);
 const STARTUP_JOBS: usize = 100_000;
 const STARTUP_SESSIONS: usize = 1_000;
 const STARTUP_RUNS: usize = 3;
-/// Rows per INSERT when preparing the start-up database (8 parameters each).
-const INSERT_ROWS_PER_STATEMENT: usize = 1_000;
 const HEALTH_PROBES: usize = 20;
 const REPLAY_CELLS: usize = 1_000;
 const REPLAY_RUNS: usize = 5;
@@ -1007,6 +1003,11 @@ async fn measure_service(setup: &Setup) -> Result<ServiceFigures> {
 /// per job (server, engine child, this load generator). For iterating on the service's
 /// overhead; prints a few lines and writes no report.
 async fn quick_check(setup: &Setup) -> Result<()> {
+    let engine = measure_engine_child(setup, 1_000)?;
+    println!(
+        "engine child round trip: p50 {:.3} ms",
+        Summary::of(&engine.round_trip).p50_ms
+    );
     let server = Server::start(setup, &setup.database("quick")?).await?;
     let api = Api::new(&server);
     let server_pid = server.pid()?;
@@ -1249,76 +1250,52 @@ async fn create_schema(setup: &Setup, database: &Path) -> Result<()> {
 /// transaction: uuid v7 ids, one a second, spread over `sessions` sessions (with their
 /// `sessions` rows; history cells are left out: start-up never reads them).
 async fn insert_finished_jobs(database: &Path, jobs: usize, sessions: usize) -> Result<()> {
-    let options = SqliteConnectOptions::new()
-        .filename(database)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal);
-    let mut connection = SqliteConnection::connect_with(&options)
-        .await
+    let mut connection = rusqlite::Connection::open(database)
         .with_context(|| format!("cannot open {}", database.display()))?;
-    let mut tx = connection.begin().await?;
+    connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+    let tx = connection.transaction()?;
     let first = Utc::now() - TimeDelta::seconds(jobs as i64);
-    let numbers: Vec<usize> = (0..jobs).collect();
-    for chunk in numbers.chunks(INSERT_ROWS_PER_STATEMENT) {
-        insert_job_rows(&mut tx, chunk, sessions, first).await?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO jobs (id, kind, language, session_id, code, timeout_ms, status, \
+                               attempts, result, results_json, stdout, stderr, \
+                               output_truncated, created_at, started_at, finished_at, \
+                               duration_ms) \
+             VALUES (?, 'run', 'metta', ?, ?, 30000, 'succeeded', 1, ?, ?, '', '', 0, ?, ?, ?, 3)",
+        )?;
+        for i in 0..jobs {
+            let created = first + TimeDelta::seconds(i as i64);
+            let started = created + TimeDelta::milliseconds(2);
+            let finished = started + TimeDelta::milliseconds(3);
+            insert
+                .execute(rusqlite::params![
+                    uuid::Uuid::now_v7().to_string(),
+                    format!("learner-{}", i % sessions),
+                    format!("!(+ {i} 1)"),
+                    format!("[{}]\n", i + 1),
+                    format!("[[\"{}\"]]", i + 1),
+                    timestamp(created),
+                    timestamp(started),
+                    timestamp(finished),
+                ])
+                .context("cannot insert jobs")?;
+        }
+        let mut session_row = tx.prepare(
+            "INSERT OR IGNORE INTO sessions (id, generation, created_at, updated_at) \
+             VALUES (?, ?, ?, ?)",
+        )?;
+        for session in 0..sessions {
+            session_row
+                .execute(rusqlite::params![
+                    format!("learner-{session}"),
+                    (jobs / sessions) as i64,
+                    timestamp(first),
+                    timestamp(Utc::now()),
+                ])
+                .context("cannot insert a session")?;
+        }
     }
-    for session in 0..sessions {
-        sqlx::query(
-            "INSERT OR IGNORE INTO sessions (id, generation, created_at, updated_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(format!("learner-{session}"))
-        .bind((jobs / sessions) as i64)
-        .bind(timestamp(first))
-        .bind(timestamp(Utc::now()))
-        .execute(&mut *tx)
-        .await
-        .context("cannot insert a session")?;
-    }
-    tx.commit().await.context("cannot commit the jobs")?;
-    connection.close().await?;
-    Ok(())
-}
-
-/// One multi-row INSERT of the finished jobs numbered `numbers` (job `i` created `i` seconds
-/// after `first`).
-async fn insert_job_rows(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    numbers: &[usize],
-    sessions: usize,
-    first: chrono::DateTime<Utc>,
-) -> Result<()> {
-    let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO jobs (id, kind, language, session_id, code, timeout_ms, status, attempts, \
-                           result, results_json, stdout, stderr, output_truncated, \
-                           created_at, started_at, finished_at, duration_ms) ",
-    );
-    insert.push_values(numbers, |mut row, &i| {
-        let created = first + TimeDelta::seconds(i as i64);
-        let started = created + TimeDelta::milliseconds(2);
-        let finished = started + TimeDelta::milliseconds(3);
-        row.push_bind(uuid::Uuid::now_v7().to_string())
-            .push("'run'")
-            .push("'metta'")
-            .push_bind(format!("learner-{}", i % sessions))
-            .push_bind(format!("!(+ {i} 1)"))
-            .push("30000")
-            .push("'succeeded'")
-            .push("1")
-            .push_bind(format!("[{}]\n", i + 1))
-            .push_bind(format!("[[\"{}\"]]", i + 1))
-            .push("''")
-            .push("''")
-            .push("0")
-            .push_bind(timestamp(created))
-            .push_bind(timestamp(started))
-            .push_bind(timestamp(finished))
-            .push("3");
-    });
-    insert
-        .build()
-        .execute(&mut **tx)
-        .await
-        .context("cannot insert jobs")?;
+    tx.commit().context("cannot commit the jobs")?;
     Ok(())
 }
 

@@ -834,10 +834,7 @@ impl OutputPipe {
     }
 }
 
-async fn drain_after_death(
-    mut capture: MarkedCapture,
-    chunks: &mut OutputPipe,
-) -> CapturedOutput {
+async fn drain_after_death(mut capture: MarkedCapture, chunks: &mut OutputPipe) -> CapturedOutput {
     let drain = async {
         while let Some(chunk) = chunks.recv().await {
             capture.feed(&chunk);

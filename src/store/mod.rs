@@ -8,18 +8,16 @@
 
 mod records;
 
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use rusqlite::types::{FromSql, Value};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tokio::sync::Mutex;
 
-use crate::domain::{CodeId, ErrorKind, JobId, JobStatus, Language, SessionId};
+use crate::domain::{CodeId, JobId, JobStatus, Language, SessionId};
 pub use records::{
     CellRecord, ClaimedJob, JobOutcome, JobRecord, NewJob, QueueCounts, SessionSummary, SessionView,
 };
@@ -28,9 +26,19 @@ pub use records::{
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("database migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Database(#[from] rusqlite::Error),
+    #[error("database migration {name} failed: {source}")]
+    Migration {
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database was written by a newer version of this service (schema {found}, this \
+         version knows {known}); run that version or restore a backup"
+    )]
+    NewerSchema { found: i64, known: usize },
+    #[error("DATABASE_URL '{0}' is not a SQLite file URL: use sqlite://PATH (e.g. sqlite://data/metta-learner.db)")]
+    NotAFileUrl(String),
     #[error("cannot create the database folder {path}: {source}")]
     CreateFolder {
         path: String,
@@ -41,6 +49,13 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The schema's migrations, in order; `PRAGMA user_version` counts those applied. Never edit
+/// an applied one: evolve the schema with a new file.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_initial",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
 
 /// What `enqueue_job` did.
 #[derive(Debug)]
@@ -89,11 +104,18 @@ pub enum Durability {
 }
 
 /// The handle to the database; cheap to clone.
+///
+/// Two connections to one SQLite file in WAL mode: `writer` for every change, `reader` for
+/// reads (a long read never holds up a write). Each operation runs on the calling task, under
+/// the connection's async lock: SQLite's work per operation is tens of microseconds, less
+/// than handing it to another thread and waking the caller again (which is what a
+/// thread-per-connection driver does for every statement; see docs/PERFORMANCE.md).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
     /// The database file (for `restrict_file_access`).
-    path: std::path::PathBuf,
+    path: PathBuf,
 }
 
 /// The current time as stored: RFC 3339 in UTC with milliseconds, so text order is time order.
@@ -101,40 +123,104 @@ pub fn now_timestamp() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-const JOB_COLUMNS: &str = "seq, id, kind, language, session_id, code_id, code, stdin, \
-     timeout_ms, status, attempts, result, results_json, stdout, stderr, output_truncated, \
-     error, error_kind, idempotency_key, created_at, started_at, finished_at, duration_ms";
+const JOB_COLUMNS: &str = "seq, id, kind, language, session_id, code_id, code, stdin, timeout_ms, \
+     status, attempts, result, results_json, stdout, stderr, output_truncated, error, \
+     error_kind, idempotency_key, created_at, started_at, finished_at, duration_ms";
+
+/// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names; sqlx-style options after `?` are
+/// ignored.
+fn database_file(url: &str) -> StoreResult<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::NotAFileUrl(url.to_string()))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::NotAFileUrl(url.to_string()));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn open_connection(path: &Path, durability: Durability) -> StoreResult<Connection> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.execute_batch(match durability {
+        Durability::Normal => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+        }
+        Durability::Full => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+        }
+    })?;
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}
+
+/// Applies the migrations the database lacks, each in its own transaction.
+fn migrate(connection: &mut Connection) -> StoreResult<()> {
+    let mut applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if applied == 0 {
+        // A database made by the first builds, which applied the same migrations through
+        // sqlx and recorded them in its own table.
+        let made_by_sqlx: bool = connection.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+                            WHERE type = 'table' AND name = '_sqlx_migrations')",
+            [],
+            |row| row.get(0),
+        )?;
+        let by_sqlx: Option<i64> = if made_by_sqlx {
+            connection.query_row(
+                "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+                [],
+                |row| row.get(0),
+            )?
+        } else {
+            None
+        };
+        if let Some(version) = by_sqlx {
+            connection.pragma_update(None, "user_version", version)?;
+            applied = version;
+        }
+    }
+    if applied > MIGRATIONS.len() as i64 {
+        return Err(StoreError::NewerSchema {
+            found: applied,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let apply = |connection: &mut Connection| -> rusqlite::Result<()> {
+            let tx = connection.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+            tx.commit()
+        };
+        apply(connection).map_err(|source| StoreError::Migration { name, source })?;
+    }
+    Ok(())
+}
 
 impl Store {
-    /// Opens (creating when missing) the database at `url` and applies pending migrations.
+    /// Opens (creating when missing) the database at `url` (`sqlite://PATH`) and applies
+    /// pending migrations.
     pub async fn open(url: &str, durability: Durability) -> StoreResult<Store> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
-                Durability::Normal => SqliteSynchronous::Normal,
-                Durability::Full => SqliteSynchronous::Full,
-            })
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let path = options.get_filename().to_path_buf();
-        if let Some(folder) = options.get_filename().parent() {
-            if !folder.as_os_str().is_empty() && !Path::new(folder).exists() {
+        let path = database_file(url)?;
+        if let Some(folder) = path.parent() {
+            if !folder.as_os_str().is_empty() && !folder.exists() {
                 std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
                     path: folder.display().to_string(),
                     source,
                 })?;
             }
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // A connection to a local file does not go stale; pinging it before every
-            // statement would double the cost of each one.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool, path })
+        let mut writer = open_connection(&path, durability)?;
+        migrate(&mut writer)?;
+        let reader = open_connection(&path, durability)?;
+        Ok(Store {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            path,
+        })
     }
 
     /// Makes the database file (and its WAL files) readable by the server's user only, and
@@ -169,9 +255,43 @@ impl Store {
         }
     }
 
-    /// Closes every connection (checkpointing the WAL).
+    /// Moves the WAL's content into the database file (at shutdown; closing the last
+    /// connection, when the store is dropped, does the same).
     pub async fn close(&self) {
-        self.pool.close().await;
+        let writer = self.writer.lock().await;
+        if let Err(err) = writer.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!("cannot checkpoint the database at shutdown: {err}");
+        }
+    }
+
+    /// Runs a change on the writer connection.
+    async fn write<T>(
+        &self,
+        change: impl FnOnce(&mut Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut writer = self.writer.lock().await;
+        change(&mut writer)
+    }
+
+    /// Runs a read on the reader connection.
+    async fn read<T>(&self, read: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let reader = self.reader.lock().await;
+        read(&reader)
+    }
+
+    /// A read that may take long (instructors' listings over the whole log): on the
+    /// multi-threaded runtime it tells the runtime to move other tasks off this thread.
+    async fn read_long<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let reader = self.reader.lock().await;
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| read(&reader))
+            }
+            _ => read(&reader),
+        }
     }
 
     // ----- jobs -------------------------------------------------------------------------
@@ -196,23 +316,33 @@ impl Store {
                  (SELECT COUNT(*) FROM jobs AS ahead \
                   WHERE ahead.status = 'queued' AND ahead.seq < jobs.seq) + 1 AS position"
         );
-        let inserted = sqlx::query(&sql)
-            .bind(job.id.to_string())
-            .bind(job.kind.as_str())
-            .bind(job.language.map(Language::as_str))
-            .bind(job.session_id.as_ref().map(SessionId::as_str))
-            .bind(job.code_id.as_ref().map(CodeId::as_str))
-            .bind(&job.code)
-            .bind(&job.stdin)
-            .bind(job.timeout_ms as i64)
-            .bind(&job.idempotency_key)
-            .bind(now_timestamp())
-            .bind(max_queued as i64)
-            .fetch_optional(&self.pool)
+        let inserted = self
+            .write(|connection| {
+                let mut statement = connection.prepare_cached(&sql)?;
+                let mut rows = statement.query(params![
+                    job.id.to_string(),
+                    job.kind.as_str(),
+                    job.language.map(Language::as_str),
+                    job.session_id.as_ref().map(SessionId::as_str),
+                    job.code_id.as_ref().map(CodeId::as_str),
+                    job.code,
+                    job.stdin,
+                    job.timeout_ms as i64,
+                    job.idempotency_key,
+                    now_timestamp(),
+                    max_queued as i64,
+                ])?;
+                match rows.next()? {
+                    Some(row) => {
+                        let mut record = JobRecord::from_row(row)?;
+                        record.position = Some(column(row, "position")?);
+                        Ok(Some(record))
+                    }
+                    None => Ok(None),
+                }
+            })
             .await?;
-        if let Some(row) = inserted {
-            let mut record = JobRecord::from_row(&row)?;
-            record.position = Some(row.try_get("position")?);
+        if let Some(record) = inserted {
             return Ok(EnqueueOutcome::Accepted(record));
         }
         // Either the queue is full or a concurrent request won the idempotency key.
@@ -225,58 +355,45 @@ impl Store {
     }
 
     async fn job_by_idempotency_key(&self, key: &str) -> StoreResult<Option<JobRecord>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?");
-        let row = sqlx::query(&sql)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => Ok(Some(self.with_position(JobRecord::from_row(&row)?).await?)),
-            None => Ok(None),
-        }
+        self.read(|connection| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?");
+            let record = one_job(connection, &sql, params![key])?;
+            record
+                .map(|record| with_position(connection, record))
+                .transpose()
+        })
+        .await
     }
 
     /// One job with its queue position (when queued).
     pub async fn get_job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => Ok(Some(self.with_position(JobRecord::from_row(&row)?).await?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Fills in `position`: 1 for the next job to run, 2 for the one after, ….
-    async fn with_position(&self, mut record: JobRecord) -> StoreResult<JobRecord> {
-        if record.status == JobStatus::Queued {
-            let ahead: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < ?")
-                    .bind(record.seq)
-                    .fetch_one(&self.pool)
-                    .await?;
-            record.position = Some(ahead + 1);
-        }
-        Ok(record)
+        self.read(|connection| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
+            let record = one_job(connection, &sql, params![id.to_string()])?;
+            record
+                .map(|record| with_position(connection, record))
+                .transpose()
+        })
+        .await
     }
 
     /// Cancels a job that is still queued.
     pub async fn cancel_job(&self, id: JobId) -> StoreResult<CancelOutcome> {
-        let now = now_timestamp();
-        let changed = sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?, error = 'cancelled by client' \
-             WHERE id = ? AND status = 'queued'",
-        )
-        .bind(&now)
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
+        let changed = self
+            .write(|connection| {
+                Ok(connection
+                    .prepare_cached(
+                        "UPDATE jobs SET status = 'cancelled', finished_at = ?, \
+                             error = 'cancelled by client' \
+                         WHERE id = ? AND status = 'queued'",
+                    )?
+                    .execute(params![now_timestamp(), id.to_string()])?)
+            })
+            .await?;
         let Some(record) = self.get_job(id).await? else {
             return Ok(CancelOutcome::NotFound);
         };
-        Ok(if changed.rows_affected() == 1 {
+        Ok(if changed == 1 {
             CancelOutcome::Cancelled(record)
         } else {
             CancelOutcome::NotQueued(record)
@@ -316,22 +433,23 @@ impl Store {
                  (SELECT position FROM history WHERE history.session_id = jobs.session_id \
                   AND history.code_id = COALESCE(jobs.code_id, jobs.id)) AS cell_position"
         );
-        let rows = sqlx::query(&sql)
-            .bind(max_batch.max(1) as i64)
-            .bind(now_timestamp())
-            .fetch_all(&self.pool)
-            .await?;
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                let generation: Option<i64> = column(row, "session_generation")?;
-                Ok(ClaimedJob {
-                    job: JobRecord::from_row(row)?,
-                    generation: generation.unwrap_or(0),
-                    cell_position: column(row, "cell_position")?,
-                })
+        let mut claimed = self
+            .write(|connection| {
+                let mut statement = connection.prepare_cached(&sql)?;
+                let mut rows =
+                    statement.query(params![max_batch.max(1) as i64, now_timestamp()])?;
+                let mut claimed = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let generation: Option<i64> = column(row, "session_generation")?;
+                    claimed.push(ClaimedJob {
+                        job: JobRecord::from_row(row)?,
+                        generation: generation.unwrap_or(0),
+                        cell_position: column(row, "cell_position")?,
+                    });
+                }
+                Ok(claimed)
             })
-            .collect::<StoreResult<Vec<_>>>()?;
+            .await?;
         // RETURNING gives rows in no promised order.
         claimed.sort_by_key(|claimed| claimed.job.seq);
         Ok(claimed)
@@ -355,68 +473,63 @@ impl Store {
         &self,
         outcomes: &[(JobId, &JobOutcome)],
     ) -> StoreResult<Vec<JobRecord>> {
-        let mut connection = self.pool.acquire().await?;
-        write_job_outcomes(&mut connection, outcomes).await
+        self.write(|connection| write_job_outcomes(connection, outcomes))
+            .await
     }
 
     /// Re-queues jobs interrupted by the death of the previous process (first interruption)
     /// and fails those interrupted twice, so a job that kills the service cannot loop forever.
     pub async fn recover_interrupted_jobs(&self) -> StoreResult<Recovery> {
-        let mut tx = self.pool.begin().await?;
-        let failed = sqlx::query(
-            "UPDATE jobs SET status = 'failed', finished_at = ?, \
-                 error = 'interrupted by restart (twice); not run again' \
-             WHERE status = 'running' AND attempts >= 2",
-        )
-        .bind(now_timestamp())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let requeued = sqlx::query(
-            "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'",
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(Recovery { requeued, failed })
+        self.write(|connection| {
+            let tx = connection.transaction()?;
+            let failed = tx.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, \
+                     error = 'interrupted by restart (twice); not run again' \
+                 WHERE status = 'running' AND attempts >= 2",
+                params![now_timestamp()],
+            )?;
+            let requeued = tx.execute(
+                "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'",
+                [],
+            )?;
+            tx.commit()?;
+            Ok(Recovery {
+                requeued: requeued as u64,
+                failed: failed as u64,
+            })
+        })
+        .await
     }
 
     /// Counts of jobs by state and the running job's id.
     pub async fn queue_counts(&self) -> StoreResult<QueueCounts> {
-        let rows = sqlx::query("SELECT status, n FROM job_counts")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut counts = QueueCounts::default();
-        for row in rows {
-            let status: String = row.try_get("status")?;
-            let n: i64 = row.try_get("n")?;
-            counts.by_status.insert(status, n);
-        }
-        let running: Option<String> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running' ORDER BY seq LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?;
-        counts.running_job = running.map(|id| parse_job_id(&id)).transpose()?;
-        Ok(counts)
+        self.read(|connection| {
+            let mut counts = QueueCounts::default();
+            let mut statement = connection.prepare_cached("SELECT status, n FROM job_counts")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                counts
+                    .by_status
+                    .insert(column(row, "status")?, column(row, "n")?);
+            }
+            let running: Option<String> = connection
+                .prepare_cached(
+                    "SELECT id FROM jobs WHERE status = 'running' ORDER BY seq LIMIT 1",
+                )?
+                .query_row([], |row| row.get(0))
+                .optional()?;
+            counts.running_job = running.map(|id| parse_job_id(&id)).transpose()?;
+            Ok(counts)
+        })
+        .await
     }
 
     // ----- sessions and history ---------------------------------------------------------
 
     /// The cells of a session, in position order (empty for an unknown session).
     pub async fn load_history(&self, session: &SessionId) -> StoreResult<Vec<CellRecord>> {
-        let rows = sqlx::query(
-            "SELECT position, code_id, code, created_at, updated_at, last_job_id, last_result \
-             FROM history WHERE session_id = ? ORDER BY position",
-        )
-        .bind(session.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        let cells = rows
-            .iter()
-            .map(CellRecord::from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(cells)
+        self.read(|connection| history_cells(connection, session))
+            .await
     }
 
     /// Finishes a reset job: the session's history is emptied and its generation bumped.
@@ -426,16 +539,18 @@ impl Store {
         outcome: &JobOutcome,
         session: &SessionId,
     ) -> StoreResult<Option<JobRecord>> {
-        let mut tx = self.pool.begin().await?;
-        let now = now_timestamp();
-        touch_session(&mut tx, session, &now).await?;
-        sqlx::query("DELETE FROM history WHERE session_id = ?")
-            .bind(session.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let record = write_job_outcomes(&mut tx, &[(id, outcome)]).await?.pop();
-        tx.commit().await?;
-        Ok(record)
+        self.write(|connection| {
+            let tx = connection.transaction()?;
+            touch_session(&tx, session, &now_timestamp())?;
+            tx.execute(
+                "DELETE FROM history WHERE session_id = ?",
+                params![session.as_str()],
+            )?;
+            let record = write_job_outcomes(&tx, &[(id, outcome)])?.pop();
+            tx.commit()?;
+            Ok(record)
+        })
+        .await
     }
 
     /// Cuts a session's history at `code_id` (the target and every later cell go) and
@@ -448,115 +563,120 @@ impl Store {
         code_id: &CodeId,
         decide: impl FnOnce(&CutOutcome) -> JobOutcome,
     ) -> StoreResult<(CutOutcome, Option<JobRecord>)> {
-        let mut tx = self.pool.begin().await?;
-        let target: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM history WHERE session_id = ? AND code_id = ?")
-                .bind(session.as_str())
-                .bind(code_id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let cut = match target {
-            Some(position) => {
-                let now = now_timestamp();
-                touch_session(&mut tx, session, &now).await?;
-                sqlx::query("DELETE FROM history WHERE session_id = ? AND position >= ?")
-                    .bind(session.as_str())
-                    .bind(position)
-                    .execute(&mut *tx)
-                    .await?;
-                let remaining: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE session_id = ?")
-                        .bind(session.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                CutOutcome::Cut { remaining }
-            }
-            None => {
-                let cells: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE session_id = ?")
-                        .bind(session.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if cells == 0 {
-                    CutOutcome::EmptyHistory
-                } else {
-                    CutOutcome::NotFound
+        self.write(|connection| {
+            let tx = connection.transaction()?;
+            let target: Option<i64> = tx
+                .query_row(
+                    "SELECT position FROM history WHERE session_id = ? AND code_id = ?",
+                    params![session.as_str(), code_id.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let count_cells = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<i64> {
+                tx.query_row(
+                    "SELECT COUNT(*) FROM history WHERE session_id = ?",
+                    params![session.as_str()],
+                    |row| row.get(0),
+                )
+            };
+            let cut = match target {
+                Some(position) => {
+                    touch_session(&tx, session, &now_timestamp())?;
+                    tx.execute(
+                        "DELETE FROM history WHERE session_id = ? AND position >= ?",
+                        params![session.as_str(), position],
+                    )?;
+                    CutOutcome::Cut {
+                        remaining: count_cells(&tx)?,
+                    }
                 }
-            }
-        };
-        let record = write_job_outcomes(&mut tx, &[(id, &decide(&cut))])
-            .await?
-            .pop();
-        tx.commit().await?;
-        Ok((cut, record))
+                None if count_cells(&tx)? == 0 => CutOutcome::EmptyHistory,
+                None => CutOutcome::NotFound,
+            };
+            let record = write_job_outcomes(&tx, &[(id, &decide(&cut))])?.pop();
+            tx.commit()?;
+            Ok((cut, record))
+        })
+        .await
     }
 
     /// A session's cells and summary, or `None` when the session has never been used.
     pub async fn session_view(&self, session: &SessionId) -> StoreResult<Option<SessionView>> {
-        let row = sqlx::query("SELECT id, created_at, updated_at FROM sessions WHERE id = ?")
-            .bind(session.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let cells = self.load_history(session).await?;
-        Ok(Some(SessionView {
-            id: session.clone(),
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            cells,
-        }))
+        self.read(|connection| {
+            let row = connection
+                .prepare_cached("SELECT created_at, updated_at FROM sessions WHERE id = ?")?
+                .query_row(params![session.as_str()], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()?;
+            let Some((created_at, updated_at)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(SessionView {
+                id: session.clone(),
+                created_at,
+                updated_at,
+                cells: history_cells(connection, session)?,
+            }))
+        })
+        .await
     }
 
     /// The number of cells in a session's history.
     pub async fn history_length(&self, session: &SessionId) -> StoreResult<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE session_id = ?")
-                .bind(session.as_str())
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        self.read(|connection| {
+            Ok(connection
+                .prepare_cached("SELECT COUNT(*) FROM history WHERE session_id = ?")?
+                .query_row(params![session.as_str()], |row| row.get(0))?)
+        })
+        .await
     }
 
     /// Creates an empty session (for `POST /api/v1/sessions`).
     pub async fn create_session(&self, session: &SessionId) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let now = now_timestamp();
-        sqlx::query(
-            "INSERT INTO sessions (id, generation, created_at, updated_at) VALUES (?, 0, ?, ?) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(session.as_str())
-        .bind(&now)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(|connection| {
+            let now = now_timestamp();
+            connection
+                .prepare_cached(
+                    "INSERT INTO sessions (id, generation, created_at, updated_at) \
+                     VALUES (?, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![session.as_str(), now, now])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Every session with its cell and job counts, newest activity first.
     pub async fn list_sessions(&self, limit: i64, offset: i64) -> StoreResult<Vec<SessionSummary>> {
-        let rows = sqlx::query(
-            "SELECT s.id, s.created_at, s.updated_at, \
-                    (SELECT COUNT(*) FROM history h WHERE h.session_id = s.id) AS cells, \
-                    (SELECT COUNT(*) FROM jobs j WHERE j.session_id = s.id) AS jobs, \
-                    (SELECT MIN(created_at) FROM jobs j WHERE j.session_id = s.id) AS first_job, \
-                    (SELECT MAX(created_at) FROM jobs j WHERE j.session_id = s.id) AS last_job \
-             FROM sessions s ORDER BY COALESCE(last_job, s.updated_at) DESC, s.id \
-             LIMIT ? OFFSET ?",
-        )
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(SessionSummary::from_row).collect()
+        self.read_long(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT s.id, s.created_at, s.updated_at, \
+                        (SELECT COUNT(*) FROM history h WHERE h.session_id = s.id) AS cells, \
+                        (SELECT COUNT(*) FROM jobs j WHERE j.session_id = s.id) AS jobs, \
+                        (SELECT MIN(created_at) FROM jobs j WHERE j.session_id = s.id) AS first_job, \
+                        (SELECT MAX(created_at) FROM jobs j WHERE j.session_id = s.id) AS last_job \
+                 FROM sessions s ORDER BY COALESCE(last_job, s.updated_at) DESC, s.id \
+                 LIMIT ? OFFSET ?",
+            )?;
+            let mut rows = statement.query(params![limit, offset])?;
+            let mut sessions = Vec::new();
+            while let Some(row) = rows.next()? {
+                sessions.push(SessionSummary::from_row(row)?);
+            }
+            Ok(sessions)
+        })
+        .await
     }
 
     /// The number of sessions, for pagination.
     pub async fn count_sessions(&self) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-            .fetch_one(&self.pool)
-            .await?)
+        self.read(|connection| {
+            Ok(connection
+                .prepare_cached("SELECT COUNT(*) FROM sessions")?
+                .query_row([], |row| row.get(0))?)
+        })
+        .await
     }
 
     /// A session's job log in acceptance order.
@@ -566,41 +686,76 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> StoreResult<Vec<JobRecord>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE session_id = ? ORDER BY seq LIMIT ? OFFSET ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(session.as_str())
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(JobRecord::from_row).collect()
+        self.read_long(|connection| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE session_id = ? ORDER BY seq LIMIT ? OFFSET ?"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query(params![session.as_str(), limit, offset])?;
+            let mut jobs = Vec::new();
+            while let Some(row) = rows.next()? {
+                jobs.push(JobRecord::from_row(row)?);
+            }
+            Ok(jobs)
+        })
+        .await
     }
 }
 
+/// The first job `sql` selects.
+fn one_job(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Option<JobRecord>> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    match rows.next()? {
+        Some(row) => Ok(Some(JobRecord::from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// Fills in `position`: 1 for the next job to run, 2 for the one after, ….
+fn with_position(connection: &Connection, mut record: JobRecord) -> StoreResult<JobRecord> {
+    if record.status == JobStatus::Queued {
+        let ahead: i64 = connection
+            .prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < ?")?
+            .query_row(params![record.seq], |row| row.get(0))?;
+        record.position = Some(ahead + 1);
+    }
+    Ok(record)
+}
+
+fn history_cells(connection: &Connection, session: &SessionId) -> StoreResult<Vec<CellRecord>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT position, code_id, code, created_at, updated_at, last_job_id, last_result \
+         FROM history WHERE session_id = ? ORDER BY position",
+    )?;
+    let mut rows = statement.query(params![session.as_str()])?;
+    let mut cells = Vec::new();
+    while let Some(row) = rows.next()? {
+        cells.push(CellRecord::from_row(row)?);
+    }
+    Ok(cells)
+}
+
 /// Creates the session row when missing and bumps its generation.
-async fn touch_session(
-    tx: &mut Transaction<'_, Sqlite>,
-    session: &SessionId,
-    now: &str,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO sessions (id, generation, created_at, updated_at) VALUES (?, 1, ?, ?) \
-         ON CONFLICT (id) DO UPDATE SET generation = generation + 1, updated_at = excluded.updated_at",
-    )
-    .bind(session.as_str())
-    .bind(now)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+fn touch_session(connection: &Connection, session: &SessionId, now: &str) -> StoreResult<()> {
+    connection
+        .prepare_cached(
+            "INSERT INTO sessions (id, generation, created_at, updated_at) VALUES (?, 1, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET generation = generation + 1, \
+                 updated_at = excluded.updated_at",
+        )?
+        .execute(params![session.as_str(), now, now])?;
     Ok(())
 }
 
 /// Stores running jobs' final states in one statement and returns their final records
 /// (only of jobs that were running: a stale worker must not overwrite anything).
-async fn write_job_outcomes(
-    connection: &mut SqliteConnection,
+fn write_job_outcomes(
+    connection: &Connection,
     outcomes: &[(JobId, &JobOutcome)],
 ) -> StoreResult<Vec<JobRecord>> {
     if outcomes.is_empty() {
@@ -618,54 +773,52 @@ async fn write_job_outcomes(
          RETURNING {JOB_COLUMNS}",
         vec![row; outcomes.len()].join(", ")
     );
-    let mut query = sqlx::query(&sql);
+    let text = |value: Option<String>| value.map_or(Value::Null, Value::Text);
+    let mut values = Vec::with_capacity(outcomes.len() * 9 + 2);
     for (id, outcome) in outcomes {
         let results_json = outcome
             .results
             .as_ref()
             .map(|results| serde_json::to_string(results).unwrap_or_else(|_| "[]".into()));
-        query = query
-            .bind(id.to_string())
-            .bind(outcome.status.as_str())
-            .bind(outcome.result.clone())
-            .bind(results_json)
-            .bind(outcome.stdout.clone())
-            .bind(outcome.stderr.clone())
-            .bind(outcome.output_truncated)
-            .bind(outcome.error.clone())
-            .bind(outcome.error_kind.map(ErrorKind::as_str));
+        values.extend([
+            Value::Text(id.to_string()),
+            Value::Text(outcome.status.as_str().into()),
+            text(outcome.result.clone()),
+            text(results_json),
+            text(outcome.stdout.clone()),
+            text(outcome.stderr.clone()),
+            Value::Integer(i64::from(outcome.output_truncated)),
+            text(outcome.error.clone()),
+            text(outcome.error_kind.map(|kind| kind.as_str().to_string())),
+        ]);
     }
     let now = now_timestamp();
-    let rows = query
-        .bind(now.clone())
-        .bind(now)
-        .fetch_all(connection)
-        .await?;
-    rows.iter().map(JobRecord::from_row).collect()
+    values.push(Value::Text(now.clone()));
+    values.push(Value::Text(now));
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next()? {
+        records.push(JobRecord::from_row(row)?);
+    }
+    Ok(records)
 }
 
 fn parse_job_id(text: &str) -> StoreResult<JobId> {
-    JobId::from_str(text).map_err(StoreError::Corrupt)
+    text.parse().map_err(StoreError::Corrupt)
 }
 
-fn column<T>(row: &SqliteRow, name: &str) -> StoreResult<T>
-where
-    T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    Ok(row.try_get(name)?)
+fn column<T: FromSql>(row: &Row<'_>, name: &str) -> StoreResult<T> {
+    Ok(row.get(name)?)
 }
 
-fn parse_column<T>(
-    row: &SqliteRow,
-    name: &str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> StoreResult<T> {
+fn parse_column<T>(row: &Row<'_>, name: &str, parse: impl Fn(&str) -> Option<T>) -> StoreResult<T> {
     let text: String = column(row, name)?;
     parse(&text).ok_or_else(|| StoreError::Corrupt(format!("{name} = '{text}'")))
 }
 
 fn optional_column<T>(
-    row: &SqliteRow,
+    row: &Row<'_>,
     name: &str,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> StoreResult<Option<T>> {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::sqlite::SqliteRow;
+use rusqlite::Row;
 
 use super::{column, optional_column, parse_column, parse_job_id, StoreResult};
 use crate::domain::{CodeId, ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
@@ -71,7 +71,7 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    pub(super) fn from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
+    pub(super) fn from_row(row: &Row<'_>) -> StoreResult<JobRecord> {
         let results_json: Option<String> = column(row, "results_json")?;
         Ok(JobRecord {
             seq: column(row, "seq")?,
@@ -172,7 +172,7 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
-    pub(super) fn from_row(row: &SqliteRow) -> StoreResult<CellRecord> {
+    pub(super) fn from_row(row: &Row<'_>) -> StoreResult<CellRecord> {
         Ok(CellRecord {
             position: column(row, "position")?,
             code_id: parse_column(row, "code_id", |text| CodeId::parse(text).ok())?,
@@ -207,7 +207,7 @@ pub struct SessionSummary {
 }
 
 impl SessionSummary {
-    pub(super) fn from_row(row: &SqliteRow) -> StoreResult<SessionSummary> {
+    pub(super) fn from_row(row: &Row<'_>) -> StoreResult<SessionSummary> {
         Ok(SessionSummary {
             id: parse_column(row, "id", |text| SessionId::parse(text).ok())?,
             created_at: column(row, "created_at")?,

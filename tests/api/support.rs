@@ -12,8 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Row};
 
 /// The binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_metta-learner-backend");
@@ -460,35 +458,37 @@ impl StoredJob {
 
 /// Every job of the stopped server, in `seq` order, read straight from its SQLite file.
 pub async fn stored_jobs(server: &TestServer) -> Vec<StoredJob> {
-    let mut connection = SqliteConnectOptions::new()
-        .filename(server.database_path())
-        .create_if_missing(false)
-        .connect()
-        .await
-        .expect("open the stopped server's database");
-    let rows = sqlx::query(
-        "SELECT seq, id, language, session_id, status, attempts, result, error, \
-                idempotency_key, started_at, finished_at FROM jobs ORDER BY seq",
+    let connection = rusqlite::Connection::open_with_flags(
+        server.database_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
-    .fetch_all(&mut connection)
-    .await
-    .expect("read the jobs");
-    let jobs = rows
-        .iter()
-        .map(|row| StoredJob {
-            seq: row.get("seq"),
-            id: row.get("id"),
-            language: row.get("language"),
-            session_id: row.get("session_id"),
-            status: row.get("status"),
-            attempts: row.get("attempts"),
-            result: row.get("result"),
-            error: row.get("error"),
-            key: row.get("idempotency_key"),
-            started_at: row.get("started_at"),
-            finished_at: row.get("finished_at"),
+    .expect("open the stopped server's database");
+    let mut statement = connection
+        .prepare(
+            "SELECT seq, id, language, session_id, status, attempts, result, error, \
+                    idempotency_key, started_at, finished_at FROM jobs ORDER BY seq",
+        )
+        .expect("read the jobs");
+    let jobs = statement
+        .query_map([], |row| {
+            Ok(StoredJob {
+                seq: row.get("seq")?,
+                id: row.get("id")?,
+                language: row.get("language")?,
+                session_id: row.get("session_id")?,
+                status: row.get("status")?,
+                attempts: row.get("attempts")?,
+                result: row.get("result")?,
+                error: row.get("error")?,
+                key: row.get("idempotency_key")?,
+                started_at: row.get("started_at")?,
+                finished_at: row.get("finished_at")?,
+            })
         })
-        .collect();
+        .expect("read the jobs")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("decode the jobs");
+    drop(statement);
     drop(connection);
     jobs
 }
