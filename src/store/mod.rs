@@ -46,6 +46,9 @@ pub enum StoreError {
     },
     #[error("the database holds a value this version cannot read: {0}")]
     Corrupt(String),
+    /// A database error met by a group commit, reported to each submission in the group.
+    #[error("database error: {0}")]
+    Shared(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -114,6 +117,7 @@ pub enum Durability {
 pub struct Store {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    waiting_inserts: Arc<WaitingInserts>,
     /// The database file (for `restrict_file_access`).
     path: PathBuf,
 }
@@ -219,6 +223,7 @@ impl Store {
         Ok(Store {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            waiting_inserts: Arc::default(),
             path,
         })
     }
@@ -298,50 +303,33 @@ impl Store {
 
     /// Stores a new queued job, unless the queue is full or the idempotency key is known.
     /// One statement decides and inserts, so the cap holds under concurrent submitters.
+    ///
+    /// Group commit: the job joins the inserts waiting for the writer, and whoever gets the
+    /// writer stores all of them in one transaction (each still its own statement, with its
+    /// own cap check and position), so concurrent submitters share one commit. Each caller
+    /// is answered only once that commit is done.
     pub async fn enqueue_job(&self, job: &NewJob, max_queued: u64) -> StoreResult<EnqueueOutcome> {
         if let Some(key) = &job.idempotency_key {
             if let Some(existing) = self.job_by_idempotency_key(key).await? {
                 return Ok(EnqueueOutcome::Duplicate(existing));
             }
         }
-        // One statement: the cap check, the insert, the session's row (a trigger) and the
-        // job's queue position, all or nothing.
-        let sql = format!(
-            "INSERT INTO jobs (id, kind, language, session_id, code_id, code, stdin, timeout_ms, \
-                               status, idempotency_key, created_at) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ? \
-             WHERE (SELECT n FROM job_counts WHERE status = 'queued') < ? \
-             ON CONFLICT (idempotency_key) DO NOTHING \
-             RETURNING {JOB_COLUMNS}, \
-                 (SELECT COUNT(*) FROM jobs AS ahead \
-                  WHERE ahead.status = 'queued' AND ahead.seq < jobs.seq) + 1 AS position"
-        );
-        let inserted = self
-            .write(|connection| {
-                let mut statement = connection.prepare_cached(&sql)?;
-                let mut rows = statement.query(params![
-                    job.id.to_string(),
-                    job.kind.as_str(),
-                    job.language.map(Language::as_str),
-                    job.session_id.as_ref().map(SessionId::as_str),
-                    job.code_id.as_ref().map(CodeId::as_str),
-                    job.code,
-                    job.stdin,
-                    job.timeout_ms as i64,
-                    job.idempotency_key,
-                    now_timestamp(),
-                    max_queued as i64,
-                ])?;
-                match rows.next()? {
-                    Some(row) => {
-                        let mut record = JobRecord::from_row(row)?;
-                        record.position = Some(column(row, "position")?);
-                        Ok(Some(record))
-                    }
-                    None => Ok(None),
-                }
-            })
-            .await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.waiting_inserts.push(PendingInsert {
+            job: job.clone(),
+            max_queued,
+            reply,
+        });
+        {
+            let mut writer = self.writer.lock().await;
+            let batch = self.waiting_inserts.take();
+            if !batch.is_empty() {
+                insert_jobs(&mut writer, batch);
+            }
+        }
+        let inserted = answer
+            .await
+            .map_err(|_| StoreError::Shared("the insert was abandoned".into()))??;
         if let Some(record) = inserted {
             return Ok(EnqueueOutcome::Accepted(record));
         }
@@ -702,6 +690,113 @@ impl Store {
     }
 }
 
+/// A submission waiting for the writer connection (see `Store::enqueue_job`).
+struct PendingInsert {
+    job: NewJob,
+    max_queued: u64,
+    reply: tokio::sync::oneshot::Sender<StoreResult<Option<JobRecord>>>,
+}
+
+/// The submissions waiting for the writer, in arrival order.
+#[derive(Default)]
+struct WaitingInserts(std::sync::Mutex<Vec<PendingInsert>>);
+
+impl std::fmt::Debug for WaitingInserts {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("WaitingInserts")
+    }
+}
+
+impl WaitingInserts {
+    fn push(&self, insert: PendingInsert) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(insert);
+    }
+
+    fn take(&self) -> Vec<PendingInsert> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// Stores waiting submissions: alone, or several in one transaction; answers each once its
+/// insert is committed (a failed commit answers every one of them with the error).
+fn insert_jobs(connection: &mut Connection, batch: Vec<PendingInsert>) {
+    if batch.len() == 1 {
+        let [insert] = <[PendingInsert; 1]>::try_from(batch).unwrap_or_else(|_| unreachable!());
+        let inserted = insert_job(connection, &insert.job, insert.max_queued);
+        let _ = insert.reply.send(inserted);
+        return;
+    }
+    tracing::trace!(inserts = batch.len(), "group commit");
+    let stored = connection.transaction().and_then(|tx| {
+        let results: Vec<StoreResult<Option<JobRecord>>> = batch
+            .iter()
+            .map(|insert| insert_job(&tx, &insert.job, insert.max_queued))
+            .collect();
+        tx.commit().map(|()| results)
+    });
+    match stored {
+        Ok(results) => {
+            for (insert, result) in batch.into_iter().zip(results) {
+                let _ = insert.reply.send(result);
+            }
+        }
+        Err(err) => {
+            for insert in batch {
+                let _ = insert.reply.send(Err(StoreError::Shared(err.to_string())));
+            }
+        }
+    }
+}
+
+/// One statement: the cap check, the insert, the session's row (a trigger) and the job's
+/// queue position, all or nothing. `None`: the queue is full or the idempotency key is taken.
+fn insert_job(
+    connection: &Connection,
+    job: &NewJob,
+    max_queued: u64,
+) -> StoreResult<Option<JobRecord>> {
+    let sql = format!(
+        "INSERT INTO jobs (id, kind, language, session_id, code_id, code, stdin, timeout_ms, \
+                           status, idempotency_key, created_at) \
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ? \
+         WHERE (SELECT n FROM job_counts WHERE status = 'queued') < ? \
+         ON CONFLICT (idempotency_key) DO NOTHING \
+         RETURNING {JOB_COLUMNS}, \
+             (SELECT COUNT(*) FROM jobs AS ahead \
+              WHERE ahead.status = 'queued' AND ahead.seq < jobs.seq) + 1 AS position"
+    );
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut rows = statement.query(params![
+        job.id.to_string(),
+        job.kind.as_str(),
+        job.language.map(Language::as_str),
+        job.session_id.as_ref().map(SessionId::as_str),
+        job.code_id.as_ref().map(CodeId::as_str),
+        job.code,
+        job.stdin,
+        job.timeout_ms as i64,
+        job.idempotency_key,
+        now_timestamp(),
+        max_queued as i64,
+    ])?;
+    match rows.next()? {
+        Some(row) => {
+            let mut record = JobRecord::from_row(row)?;
+            record.position = Some(column(row, "position")?);
+            Ok(Some(record))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The first job `sql` selects.
 fn one_job(
     connection: &Connection,
@@ -825,4 +920,59 @@ fn optional_column<T>(
     let text: Option<String> = column(row, name)?;
     text.map(|text| parse(&text).map_err(StoreError::Corrupt))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobKind;
+
+    fn python_job(code: &str) -> NewJob {
+        NewJob {
+            id: JobId::new(),
+            kind: JobKind::Run,
+            language: Some(Language::Python),
+            session_id: None,
+            code_id: None,
+            code: code.into(),
+            stdin: None,
+            timeout_ms: 1000,
+            idempotency_key: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_keeps_each_insert_its_own_cap_check_and_position() {
+        // Arrange: a real database file; four submissions wait for the writer, the cap is 3.
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let url = format!("sqlite://{}/jobs.db", folder.path().display());
+        let store = Store::open(&url, Durability::Normal).await.expect("open");
+        let mut answers = Vec::new();
+        let mut batch = Vec::new();
+        for i in 0..4 {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            batch.push(PendingInsert {
+                job: python_job(&format!("print({i})")),
+                max_queued: 3,
+                reply,
+            });
+            answers.push(answer);
+        }
+
+        // Act
+        insert_jobs(&mut *store.writer.lock().await, batch);
+
+        // Assert
+        let mut positions = Vec::new();
+        for answer in answers {
+            let inserted = answer.await.expect("answered").expect("no database error");
+            positions.push(inserted.map(|record| record.position));
+        }
+        assert_eq!(
+            positions,
+            vec![Some(Some(1)), Some(Some(2)), Some(Some(3)), None]
+        );
+        let counts = store.queue_counts().await.expect("counts");
+        assert_eq!(counts.count(JobStatus::Queued), 3, "{counts:?}");
+    }
 }

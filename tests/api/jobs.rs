@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{id_of, is_final, read, stored_job_count, wait_until_running, TestServer};
+use crate::support::{
+    id_of, is_final, python, read, stored_job_count, wait_until_running, TestServer,
+};
 
 #[tokio::test]
 async fn python_job_runs_and_its_output_is_stored() {
@@ -498,4 +500,68 @@ async fn metta_job_in_a_session_succeeds() {
     assert_eq!(job["language"], "metta", "{job}");
     assert_eq!(job["sessionId"], "jobs-test-session", "{job}");
     assert!(is_final(&job), "{job}");
+}
+
+#[tokio::test]
+async fn concurrent_submitters_never_overfill_the_queue_and_each_gets_its_own_position() {
+    // Arrange: a sleeping job holds the worker; the queue takes 5 more.
+    let server = TestServer::start_with(&[("MAX_QUEUED_JOBS", "5")]).await;
+    let sleeper = server.submit(python("import time; time.sleep(3)")).await;
+    wait_until_running(&server, &id_of(&sleeper)).await;
+
+    // Act: 30 submitters at once (their inserts share commits).
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let client = server.client.clone();
+        let url = server.url("/api/v1/jobs");
+        tasks.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .json(&json!({"language": "python", "code": format!("print({i})")}))
+                .send()
+                .await
+                .expect("POST");
+            read(response).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("submitter task"));
+    }
+
+    // Assert
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 202)
+        .map(|(_, job)| job)
+        .collect();
+    let refused = answers.iter().filter(|(status, _)| *status == 503).count();
+    assert_eq!(
+        accepted.len(),
+        5,
+        "exactly the cap is accepted: {answers:?}"
+    );
+    assert_eq!(
+        refused, 25,
+        "every other submission is refused: {answers:?}"
+    );
+    let mut positions: Vec<i64> = accepted
+        .iter()
+        .map(|job| {
+            job["position"]
+                .as_i64()
+                .expect("a queued job has a position")
+        })
+        .collect();
+    positions.sort();
+    assert_eq!(positions, vec![1, 2, 3, 4, 5], "{accepted:?}");
+    assert_eq!(
+        stored_job_count(&server).await,
+        6,
+        "nothing else was stored"
+    );
+    for job in accepted {
+        let done = server.wait_final(&id_of(job)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
 }
