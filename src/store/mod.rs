@@ -393,54 +393,41 @@ impl Store {
     /// returns them in queue order, each with its session's generation and the position of
     /// its cell in the history (for a re-run of an existing cell).
     ///
-    /// A batch is a prefix of the queue: it stops at the first job that is not a fresh MeTTa
-    /// run (`attempts = 0`: a job re-queued by start-up recovery runs alone, so a second
-    /// interruption is its own) in a session of its own within the batch that appends a new
-    /// cell. Jobs of a batch run one after another in queue order, so FIFO holds.
+    /// A batch is a prefix of the queue of jobs that `ClaimedJob::can_share_a_batch` (fresh
+    /// MeTTa runs that append a cell), one per session. Jobs of a batch run one after another
+    /// in queue order, so FIFO holds. One transaction: the oldest job is claimed by one
+    /// statement; only when it can share a batch is the rest of the queue's head read and
+    /// claimed.
     pub async fn claim_next_jobs(&self, max_batch: usize) -> StoreResult<Vec<ClaimedJob>> {
-        let sql = format!(
-            "WITH head AS ( \
-                 SELECT seq, kind, language, attempts, session_id, code_id, \
-                        ROW_NUMBER() OVER (PARTITION BY session_id ORDER BY seq) AS nth \
-                 FROM (SELECT seq, kind, language, attempts, session_id, code_id FROM jobs \
-                       WHERE status = 'queued' ORDER BY seq LIMIT ?1)), \
-             batch_end AS ( \
-                 SELECT MIN(seq) AS seq FROM head \
-                 WHERE NOT (kind = 'run' AND language = 'metta' AND attempts = 0 AND nth = 1 \
-                            AND session_id IS NOT NULL \
-                            AND NOT EXISTS (SELECT 1 FROM history \
-                                            WHERE history.session_id = head.session_id \
-                                              AND history.code_id = head.code_id))) \
-             UPDATE jobs SET status = 'running', started_at = ?2, attempts = attempts + 1 \
-             WHERE status = 'queued' AND seq IN ( \
-                 SELECT seq FROM head \
-                 WHERE seq = (SELECT MIN(seq) FROM head) \
-                    OR seq < COALESCE((SELECT seq FROM batch_end), 9223372036854775807)) \
-             RETURNING {JOB_COLUMNS}, \
-                 (SELECT generation FROM sessions WHERE id = jobs.session_id) AS session_generation, \
-                 (SELECT position FROM history WHERE history.session_id = jobs.session_id \
-                  AND history.code_id = COALESCE(jobs.code_id, jobs.id)) AS cell_position"
-        );
-        let mut claimed = self
-            .write(|connection| {
-                let mut statement = connection.prepare_cached(&sql)?;
-                let mut rows =
-                    statement.query(params![max_batch.max(1) as i64, now_timestamp()])?;
-                let mut claimed = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let generation: Option<i64> = column(row, "session_generation")?;
-                    claimed.push(ClaimedJob {
-                        job: JobRecord::from_row(row)?,
-                        generation: generation.unwrap_or(0),
-                        cell_position: column(row, "cell_position")?,
-                    });
+        self.write(|connection| {
+            let tx = connection.transaction()?;
+            let now = now_timestamp();
+            let Some(first) = claim_oldest(&tx, &now)? else {
+                return Ok(Vec::new());
+            };
+            let mut batch = vec![first];
+            if max_batch > 1 && batch[0].can_share_a_batch() {
+                let mut sessions: std::collections::HashSet<SessionId> =
+                    batch[0].job.session_id.iter().cloned().collect();
+                for next in queued_head(&tx, max_batch - 1)? {
+                    let own_session = next
+                        .job
+                        .session_id
+                        .as_ref()
+                        .is_some_and(|session| sessions.insert(session.clone()));
+                    if !(next.can_share_a_batch() && own_session) {
+                        break;
+                    }
+                    batch.push(next);
                 }
-                Ok(claimed)
-            })
-            .await?;
-        // RETURNING gives rows in no promised order.
-        claimed.sort_by_key(|claimed| claimed.job.seq);
-        Ok(claimed)
+                if batch.len() > 1 {
+                    mark_running(&tx, &mut batch[1..], &now)?;
+                }
+            }
+            tx.commit()?;
+            Ok(batch)
+        })
+        .await
     }
 
     /// Stores the final state of a running job (one statement) and returns its final record.
@@ -795,6 +782,77 @@ fn insert_job(
         }
         None => Ok(None),
     }
+}
+
+/// Moves the oldest queued job to `running`; with its session's generation and its cell's
+/// position.
+fn claim_oldest(connection: &Connection, now: &str) -> StoreResult<Option<ClaimedJob>> {
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 \
+         WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) \
+         RETURNING {JOB_COLUMNS}, \
+             (SELECT generation FROM sessions WHERE id = jobs.session_id) AS session_generation, \
+             (SELECT position FROM history WHERE history.session_id = jobs.session_id \
+              AND history.code_id = COALESCE(jobs.code_id, jobs.id)) AS cell_position"
+    );
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut rows = statement.query(params![now])?;
+    rows.next()?.map(ClaimedJob::from_row).transpose()
+}
+
+/// The oldest `limit` queued jobs, with their sessions' generations and cells' positions.
+fn queued_head(connection: &Connection, limit: usize) -> StoreResult<Vec<ClaimedJob>> {
+    let columns = JOB_COLUMNS
+        .split(',')
+        .map(|column| format!("jobs.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {columns}, sessions.generation AS session_generation, \
+                history.position AS cell_position \
+         FROM (SELECT * FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT ?) AS jobs \
+         LEFT JOIN sessions ON sessions.id = jobs.session_id \
+         LEFT JOIN history ON history.session_id = jobs.session_id \
+              AND history.code_id = COALESCE(jobs.code_id, jobs.id) \
+         ORDER BY jobs.seq"
+    );
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut rows = statement.query(params![limit as i64])?;
+    let mut head = Vec::new();
+    while let Some(row) = rows.next()? {
+        head.push(ClaimedJob::from_row(row)?);
+    }
+    Ok(head)
+}
+
+/// Moves queued jobs read in the same transaction to `running`, stamping them as claimed at
+/// `now` (the time of their batch).
+fn mark_running(connection: &Connection, jobs: &mut [ClaimedJob], now: &str) -> StoreResult<()> {
+    let seqs = serde_json::to_string(
+        &jobs
+            .iter()
+            .map(|claimed| claimed.job.seq)
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    let changed = connection
+        .prepare_cached(
+            "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 \
+             WHERE status = 'queued' AND seq IN (SELECT value FROM json_each(?))",
+        )?
+        .execute(params![now, seqs])?;
+    if changed != jobs.len() {
+        return Err(StoreError::Corrupt(format!(
+            "claimed {changed} of {} queued jobs read in the same transaction",
+            jobs.len()
+        )));
+    }
+    for claimed in jobs {
+        claimed.job.status = JobStatus::Running;
+        claimed.job.started_at = Some(now.to_string());
+        claimed.job.attempts += 1;
+    }
+    Ok(())
 }
 
 /// The first job `sql` selects.

@@ -115,6 +115,34 @@ pub struct ClaimedJob {
     pub cell_position: Option<i64>,
 }
 
+impl ClaimedJob {
+    /// Decodes a job row that also has `session_generation` and `cell_position`.
+    pub(super) fn from_row(row: &Row<'_>) -> StoreResult<ClaimedJob> {
+        let generation: Option<i64> = column(row, "session_generation")?;
+        Ok(ClaimedJob {
+            job: JobRecord::from_row(row)?,
+            generation: generation.unwrap_or(0),
+            cell_position: column(row, "cell_position")?,
+        })
+    }
+
+    /// Whether the job may run in a batch with others: a fresh MeTTa run (a job re-queued by
+    /// start-up recovery runs alone, so a second interruption is its own) in a named session
+    /// that appends a new cell (re-running an existing cell rebuilds the session).
+    pub fn can_share_a_batch(&self) -> bool {
+        // Attempts count the claim: a job just claimed has one more than when it was queued.
+        let earlier_attempts = match self.job.status {
+            JobStatus::Running => self.job.attempts - 1,
+            _ => self.job.attempts,
+        };
+        self.job.kind == JobKind::Run
+            && self.job.language == Some(Language::Metta)
+            && earlier_attempts == 0
+            && self.job.session_id.is_some()
+            && self.cell_position.is_none()
+    }
+}
+
 /// The final state of a job as the worker reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOutcome {
