@@ -1,58 +1,37 @@
 //! In-process wake-ups between the API and the worker: "a job was accepted" (wakes the worker)
-//! and "job X reached a final state" (wakes long-waiting requests). Both are edges only; the
-//! database stays the truth, so a missed or lagged signal costs a re-read, never a wrong answer.
+//! and "job X reached a final state" (wakes the requests long-waiting for X, and only them).
+//! Both are edges only; the database stays the truth, so a missed signal costs a re-read,
+//! never a wrong answer.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use std::sync::Arc;
-
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use crate::domain::JobId;
 use crate::store::JobRecord;
 
-/// The announcement of a finished job: its id and, when the worker has it, its final record
-/// (so a waiting request answers without reading it again).
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub id: JobId,
-    pub record: Option<Arc<JobRecord>>,
-}
+/// What a waiter gets when its job is announced: the final record, when the announcer had
+/// it (so a waiting request answers without reading it again).
+pub type FinalRecord = Option<Arc<JobRecord>>;
 
-/// How a wait for one job's announcement ended.
-#[derive(Debug)]
-pub enum FinishWait {
-    /// Announced, with the final record when the worker had it.
-    Finished(Option<Arc<JobRecord>>),
-    /// Some announcements were missed, or the channel closed: read the database.
-    Missed,
-    /// The limit passed.
-    TimedOut,
-}
+/// The requests waiting for each job, each by a key of its own (to leave when dropped).
+type Waiting = HashMap<JobId, Vec<(u64, oneshot::Sender<FinalRecord>)>>;
 
-/// Shared by the HTTP layer (sends `job_accepted`, waits on `finished`) and the worker
-/// (waits on `job_accepted`, sends `finished`).
-#[derive(Debug)]
+/// Shared by the HTTP layer (sends `job_accepted`, waits with `watch`) and the worker (waits
+/// on `job_accepted`, sends `job_finished`).
+#[derive(Debug, Default)]
 pub struct JobSignals {
     /// `notify_one` stores a permit when the worker is busy, so an acceptance that happens
     /// between the worker's empty claim and its wait is never lost.
     accepted: Notify,
-    finished: broadcast::Sender<Finished>,
-}
-
-impl Default for JobSignals {
-    fn default() -> Self {
-        Self::new()
-    }
+    waiting: Mutex<Waiting>,
+    next_key: std::sync::atomic::AtomicU64,
 }
 
 impl JobSignals {
     pub fn new() -> Self {
-        let (finished, _) = broadcast::channel(1024);
-        JobSignals {
-            accepted: Notify::new(),
-            finished,
-        }
+        Self::default()
     }
 
     /// Called after a job is durably queued.
@@ -65,37 +44,104 @@ impl JobSignals {
         self.accepted.notified().await;
     }
 
-    /// Called after a job's final state is committed.
+    /// Called after a job's final state is committed: wakes the requests waiting for it.
     pub fn job_finished(&self, id: JobId, record: Option<JobRecord>) {
-        // No receivers is fine: nobody is waiting.
-        let _ = self.finished.send(Finished {
-            id,
-            record: record.map(Arc::new),
-        });
+        let waiters = self.lock().remove(&id);
+        let record = record.map(Arc::new);
+        for (_, waiter) in waiters.into_iter().flatten() {
+            // A waiter that has gone away is fine.
+            let _ = waiter.send(record.clone());
+        }
     }
 
-    /// Subscribe before reading the job's state, then wait with `wait_for_finish`.
-    pub fn subscribe_finished(&self) -> broadcast::Receiver<Finished> {
-        self.finished.subscribe()
+    /// Starts waiting for job `id`; call it before reading the job's state (or submitting
+    /// it), so its announcement cannot slip in between. Dropping the waiter leaves.
+    pub fn watch(self: &Arc<Self>, id: JobId) -> FinishWaiter {
+        let key = self
+            .next_key
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        self.lock().entry(id).or_default().push((key, sender));
+        FinishWaiter {
+            signals: self.clone(),
+            id,
+            key,
+            receiver,
+        }
+    }
+
+    /// Requests waiting now.
+    #[cfg(test)]
+    fn waiting_requests(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Waits until `id` is announced as finished or `limit` passes.
-pub async fn wait_for_finish(
-    receiver: &mut broadcast::Receiver<Finished>,
+/// One request's wait for one job's announcement (see `JobSignals::watch`).
+#[derive(Debug)]
+pub struct FinishWaiter {
+    signals: Arc<JobSignals>,
     id: JobId,
-    limit: Duration,
-) -> FinishWait {
-    let wait = async {
-        loop {
-            match receiver.recv().await {
-                Ok(finished) if finished.id == id => return FinishWait::Finished(finished.record),
-                Ok(_) => continue,
-                Err(_) => return FinishWait::Missed,
+    key: u64,
+    receiver: oneshot::Receiver<FinalRecord>,
+}
+
+impl FinishWaiter {
+    /// Waits for the announcement: `Some(record)` when it came with the final record, `None`
+    /// when the record must be read (announced without one).
+    pub async fn finished(&mut self) -> FinalRecord {
+        (&mut self.receiver).await.ok().flatten()
+    }
+}
+
+impl Drop for FinishWaiter {
+    fn drop(&mut self) {
+        let mut waiting = self.signals.lock();
+        if let Some(waiters) = waiting.get_mut(&self.id) {
+            waiters.retain(|(key, _)| *key != self.key);
+            if waiters.is_empty() {
+                waiting.remove(&self.id);
             }
         }
-    };
-    tokio::time::timeout(limit, wait)
-        .await
-        .unwrap_or(FinishWait::TimedOut)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_announcement_wakes_only_the_waiters_of_that_job_and_dropped_waiters_leave() {
+        // Arrange
+        let signals = Arc::new(JobSignals::new());
+        let (first, second) = (JobId::new(), JobId::new());
+        let mut waiting_first = signals.watch(first);
+        let mut also_first = signals.watch(first);
+        let mut waiting_second = signals.watch(second);
+        let gone = signals.watch(second);
+        drop(gone);
+        assert_eq!(signals.waiting_requests(), 3);
+
+        // Act
+        signals.job_finished(first, None);
+
+        // Assert
+        assert!(waiting_first.finished().await.is_none());
+        assert!(also_first.finished().await.is_none());
+        let second_still_waits = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            waiting_second.finished(),
+        )
+        .await;
+        assert!(
+            second_still_waits.is_err(),
+            "job {second} was not announced"
+        );
+        drop((waiting_first, also_first, waiting_second));
+        assert_eq!(signals.waiting_requests(), 0, "nothing is left behind");
+    }
 }

@@ -5,13 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobId;
-use crate::job_signals::{wait_for_finish, FinishWait, Finished, JobSignals};
-use crate::store::{EnqueueOutcome, JobRecord, NewJob, Store, StoreError};
+use crate::job_signals::{FinishWaiter, JobSignals};
+use crate::store::{CancelOutcome, EnqueueOutcome, JobRecord, NewJob, Store, StoreError};
 
 /// What a submission did.
 #[derive(Debug)]
@@ -66,68 +64,73 @@ impl JobQueue {
     }
 
     /// Submits `job` and, with a `limit`, waits for it to be final (or for the limit). The
-    /// subscription to "finished" comes first, so the job cannot finish unseen in between.
+    /// wait for its announcement starts first, so the job cannot finish unseen in between.
     pub async fn submit_and_wait(
         &self,
         job: NewJob,
         limit: Option<Duration>,
     ) -> Result<Submission, StoreError> {
-        let mut finished = self.signals.subscribe_finished();
+        let waiter = self.signals.watch(job.id);
         let submission = self.submit(job).await?;
         let Some(limit) = limit else {
             return Ok(submission);
         };
         Ok(match submission {
             Submission::Accepted(job) => {
-                Submission::Accepted(self.wait_with(&mut finished, job, limit).await?)
+                Submission::Accepted(self.wait_with(waiter, job, limit).await?)
             }
             Submission::Existing(job) => {
-                Submission::Existing(self.wait_with(&mut finished, job, limit).await?)
+                // An earlier job with the same idempotency key: wait for that one instead.
+                drop(waiter);
+                let id = job.id;
+                Submission::Existing(self.wait_until_final(id, limit).await?.unwrap_or(job))
             }
             Submission::QueueFull => Submission::QueueFull,
         })
     }
 
     /// The job once it is final, or its state when `limit` passes (or the server stops).
-    /// Woken by the worker's announcement, never by polling; `None` for an unknown id.
+    /// Woken by the job's announcement, never by polling; `None` for an unknown id.
     pub async fn wait_until_final(
         &self,
         id: JobId,
         limit: Duration,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let mut finished = self.signals.subscribe_finished();
+        let waiter = self.signals.watch(id);
         let Some(job) = self.store.get_job(id).await? else {
             return Ok(None);
         };
-        Ok(Some(self.wait_with(&mut finished, job, limit).await?))
+        Ok(Some(self.wait_with(waiter, job, limit).await?))
     }
 
-    /// Waits from `job` (read after `finished` was subscribed) until it is final, `limit`
-    /// passes or the server stops, re-reading it after each announcement.
+    /// Cancels a queued job and announces it, so requests waiting for it answer at once.
+    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreError> {
+        let outcome = self.store.cancel_job(id).await?;
+        if let CancelOutcome::Cancelled(job) = &outcome {
+            self.signals.job_finished(id, Some(job.clone()));
+        }
+        Ok(outcome)
+    }
+
+    /// Waits from `job` (read after `waiter` started) until it is final, `limit` passes or
+    /// the server stops; then answers with the announced record, or reads the job again.
     async fn wait_with(
         &self,
-        finished: &mut broadcast::Receiver<Finished>,
-        mut job: JobRecord,
+        mut waiter: FinishWaiter,
+        job: JobRecord,
         limit: Duration,
     ) -> Result<JobRecord, StoreError> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if job.status.is_final() || left.is_zero() || self.shutdown.is_cancelled() {
-                return Ok(job);
-            }
-            tokio::select! {
-                waited = wait_for_finish(finished, job.id, left) => {
-                    if let FinishWait::Finished(Some(record)) = waited {
-                        return Ok(record.as_ref().clone());
-                    }
-                }
-                _ = self.shutdown.cancelled() => {}
-            }
-            match self.store.get_job(job.id).await? {
-                Some(latest) => job = latest,
-                None => return Ok(job),
-            }
+        if job.status.is_final() || limit.is_zero() || self.shutdown.is_cancelled() {
+            return Ok(job);
         }
+        tokio::select! {
+            finished = tokio::time::timeout(limit, waiter.finished()) => {
+                if let Ok(Some(record)) = finished {
+                    return Ok(record.as_ref().clone());
+                }
+            }
+            _ = self.shutdown.cancelled() => {}
+        }
+        Ok(self.store.get_job(job.id).await?.unwrap_or(job))
     }
 }

@@ -208,7 +208,7 @@ async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_job_id(&id)?;
-    match state.queue.store().cancel_job(id).await? {
+    match state.queue.cancel(id).await? {
         CancelOutcome::Cancelled(job) => Ok(Json(JobView::from(&job)).into_response()),
         CancelOutcome::NotQueued(job) => Err(ApiError::Conflict(format!(
             "job {id} is {}; only queued jobs can be cancelled",

@@ -565,3 +565,33 @@ async fn concurrent_submitters_never_overfill_the_queue_and_each_gets_its_own_po
         assert_eq!(done["status"], "succeeded", "{done}");
     }
 }
+
+#[tokio::test]
+async fn cancelling_a_queued_job_answers_the_requests_waiting_for_it_at_once() {
+    // Arrange: a sleeping job holds the worker; another waits behind it, long-polled.
+    let server = TestServer::start().await;
+    let sleeper = server.submit(python("import time; time.sleep(20)")).await;
+    wait_until_running(&server, &id_of(&sleeper)).await;
+    let queued = id_of(&server.submit(python("print('never')")).await);
+    let client = server.client.clone();
+    let url = server.url(&format!("/api/v1/jobs/{queued}?wait=30"));
+    let long_wait = tokio::spawn(async move {
+        let started = Instant::now();
+        let response = client.get(url).send().await.expect("GET");
+        (read(response).await, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Act
+    let (status, cancelled) = server.delete(&format!("/api/v1/jobs/{queued}")).await;
+
+    // Assert
+    assert_eq!(status, 200, "{cancelled}");
+    let ((wait_status, waited), took) = long_wait.await.expect("long wait");
+    assert_eq!(wait_status, 200, "{waited}");
+    assert_eq!(waited["status"], "cancelled", "{waited}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the long wait answers when the job is cancelled, not at its limit: {took:?}"
+    );
+}
