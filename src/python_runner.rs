@@ -3,9 +3,11 @@
 //! group killed at the deadline and again after exit (so nothing it started in the background
 //! survives). It never touches the database.
 //!
-//! The next interpreter is started before it is needed (`prepare_next`): it starts up while
-//! the worker is idle or busy with other jobs and then blocks reading its code from fd 3, so a
-//! learner never waits for interpreter start-up. Each interpreter still runs exactly one job.
+//! The next interpreters are started before they are needed (`prepare_next`): they start up
+//! while the worker is idle or busy with other jobs and then block reading their code from
+//! fd 3, so a learner does not wait for interpreter start-up. Two wait at a time, so jobs
+//! arriving back to back find one ready while the next starts up on the other core. Each
+//! interpreter still runs exactly one job.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::process::Child;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{read_capped_until, CapturedOutput};
@@ -57,7 +60,30 @@ def _mlb_run():
         import traceback
         traceback.print_exception(type(error), error, error.__traceback__.tb_next)
         sys.exit(1)
+def _mlb_exit():
+    # After a normal end, what the interpreter does at exit, less its teardown of every
+    # module (about half of a short job's time): wait for non-daemon threads, run atexit
+    # callbacks, drop __main__'s globals as teardown would (underscore names first, then the
+    # rest, __builtins__ last, so __del__ methods run and can still print), collect cycles,
+    # flush. Anything unusual (a flush that fails, ...) leaves it to the normal exit.
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        import atexit, gc
+        atexit._run_exitfuncs()
+        names = sys.modules["__main__"].__dict__
+        for private in (True, False):
+            for name in list(names):
+                if name != "__builtins__" and name.startswith("_") == private:
+                    names[name] = None
+        gc.collect()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        return
+    os._exit(0)
 _mlb_run()
+_mlb_exit()
 "#;
 
 /// How a Python job ended.
@@ -91,6 +117,61 @@ struct WaitingInterpreter {
     _work_dir: tempfile::TempDir,
 }
 
+/// An interpreter started ahead: still being spawned (off the worker's thread: a fork of the
+/// server takes a moment), or spawned and waiting for its code.
+enum ReadyInterpreter {
+    Starting(oneshot::Receiver<Result<WaitingInterpreter, String>>),
+    Started(Box<WaitingInterpreter>),
+}
+
+type SpawnRequest = (
+    InterpreterStart,
+    oneshot::Sender<Result<WaitingInterpreter, String>>,
+);
+
+/// The thread that spawns interpreters, off the worker's thread (forking the server takes a
+/// moment). It lives as long as the runner: `PR_SET_PDEATHSIG` fires when the *thread* that
+/// forked a child exits, so a pool thread that retires after idling would take the
+/// interpreters it started with it.
+struct Spawner {
+    requests: std::sync::mpsc::Sender<SpawnRequest>,
+}
+
+impl Spawner {
+    fn start() -> Result<Spawner, String> {
+        let runtime = tokio::runtime::Handle::current();
+        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("python-spawner".into())
+            .spawn(move || {
+                let _runtime = runtime.enter();
+                for (start, reply) in incoming {
+                    let _ = reply.send(start_interpreter(start));
+                }
+            })
+            .map_err(|err| format!("cannot start the interpreter-spawning thread: {err}"))?;
+        Ok(Spawner { requests })
+    }
+
+    fn spawn(
+        &self,
+        start: InterpreterStart,
+    ) -> oneshot::Receiver<Result<WaitingInterpreter, String>> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(std::sync::mpsc::SendError((_, reply))) = self.requests.send((start, reply)) {
+            let _ = reply.send(Err("the interpreter-spawning thread is gone".into()));
+        }
+        answer
+    }
+}
+
+/// What starting one interpreter needs, so it can be done on a blocking thread.
+struct InterpreterStart {
+    python: PathBuf,
+    containment: Containment,
+    scratch: PathBuf,
+}
+
 /// Kills the interpreter's whole group when dropped: an unused interpreter, and a job abandoned
 /// mid-run (shutdown grace expired) alike.
 impl Drop for WaitingInterpreter {
@@ -99,7 +180,12 @@ impl Drop for WaitingInterpreter {
     }
 }
 
-/// Starts contained Python interpreters, one per job, the next one ahead of time.
+/// Interpreters kept started ahead of their jobs. Two at most: identities alternate between
+/// interpreters in start order and jobs take them in that order, so the one waiting while a
+/// job runs always has the other identity (a third would share the running job's).
+const READY_INTERPRETERS: usize = 2;
+
+/// Starts contained Python interpreters, one per job, the next ones ahead of time.
 pub struct PythonRunner {
     pub python: PathBuf,
     pub containment: Containment,
@@ -110,7 +196,10 @@ pub struct PythonRunner {
     alternate: Option<Identity>,
     /// How many interpreters were started, to alternate identities.
     started: u64,
-    waiting: Option<WaitingInterpreter>,
+    /// In start order: the next job takes the first.
+    waiting: std::collections::VecDeque<ReadyInterpreter>,
+    /// Started at the first interpreter (it needs the runtime).
+    spawner: Option<Spawner>,
     /// Whether the last start failed (then none is started ahead until a job asks).
     start_failing: bool,
 }
@@ -130,21 +219,55 @@ impl PythonRunner {
             max_output_bytes,
             alternate,
             started: 0,
-            waiting: None,
+            waiting: std::collections::VecDeque::new(),
+            spawner: None,
             start_failing: false,
         }
     }
 
-    /// The pid of the interpreter waiting for the next job, if any.
-    pub fn waiting_pid(&self) -> Option<u32> {
-        self.waiting.as_ref().map(|waiting| waiting.leader)
+    /// The pids of the interpreters waiting for jobs (call `settle` first to include those
+    /// still being spawned).
+    pub fn waiting_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.waiting.iter().filter_map(|ready| match ready {
+            ReadyInterpreter::Started(waiting) => Some(waiting.leader),
+            ReadyInterpreter::Starting(_) => None,
+        })
     }
 
-    /// Starts the next job's interpreter now, unless one is waiting or starting fails.
+    /// Starts interpreters for the next jobs, until `READY_INTERPRETERS` wait, unless
+    /// starting fails. The spawns happen on the spawner thread; this returns at once.
     pub fn prepare_next(&mut self) {
-        if self.waiting.is_none() && !self.start_failing {
-            match self.start_interpreter() {
-                Ok(waiting) => self.waiting = Some(waiting),
+        while self.waiting.len() < READY_INTERPRETERS && !self.start_failing {
+            let starting = self.start_next();
+            self.waiting.push_back(starting);
+        }
+    }
+
+    /// Asks the spawner for the next interpreter.
+    fn start_next(&mut self) -> ReadyInterpreter {
+        let start = self.next_start();
+        if self.spawner.is_none() {
+            match Spawner::start() {
+                Ok(spawner) => self.spawner = Some(spawner),
+                Err(err) => {
+                    let (reply, answer) = oneshot::channel();
+                    let _ = reply.send(Err(err));
+                    return ReadyInterpreter::Starting(answer);
+                }
+            }
+        }
+        let spawner = self.spawner.as_ref().expect("started above");
+        ReadyInterpreter::Starting(spawner.spawn(start))
+    }
+
+    /// Waits until every interpreter being spawned is spawned (so `waiting_pids` knows them
+    /// all); one that could not be started is dropped and stops starting ahead.
+    pub async fn settle(&mut self) {
+        for ready in std::mem::take(&mut self.waiting) {
+            match settle(ready).await {
+                Ok(waiting) => self
+                    .waiting
+                    .push_back(ReadyInterpreter::Started(Box::new(waiting))),
                 Err(err) => {
                     tracing::warn!("cannot start a Python interpreter ahead of time: {err}");
                     self.start_failing = true;
@@ -153,40 +276,27 @@ impl PythonRunner {
         }
     }
 
-    fn start_interpreter(&mut self) -> Result<WaitingInterpreter, String> {
+    /// The next interpreter's start: identities alternate in start order.
+    fn next_start(&mut self) -> InterpreterStart {
         let mut containment = self.containment;
         self.started += 1;
         if self.started % 2 == 0 && self.alternate.is_some() {
             containment.identity = self.alternate;
         }
-        let work_dir = child_work_dir(&self.scratch, "python-", containment.identity)
-            .map_err(|err| format!("cannot create a working directory: {err}"))?;
-        let (code_reader, code_writer) =
-            cloexec_pipe().map_err(|err| format!("cannot create a pipe: {err}"))?;
-        let mut command = contained_command(&self.python, work_dir.path(), containment);
-        command.arg("-I").arg("-c").arg(BOOTSTRAP);
-        pass_fd_as(&mut command, &code_reader, CODE_FD);
-        let child = command.spawn().map_err(|err| {
-            format!(
-                "cannot start the Python interpreter {}: {err}",
-                self.python.display()
-            )
-        })?;
-        drop(code_reader);
-        Ok(WaitingInterpreter {
-            leader: child.id().unwrap_or(0),
-            child,
-            code: Some(code_writer),
-            _work_dir: work_dir,
-        })
+        InterpreterStart {
+            python: self.python.clone(),
+            containment,
+            scratch: self.scratch.clone(),
+        }
     }
 
     /// Runs `code` with `stdin` until it exits or `timeout` passes.
     pub async fn run(&mut self, code: &str, stdin: Option<&str>, timeout: Duration) -> PythonRun {
-        let waiting = match self.waiting.take() {
-            Some(waiting) => Ok(waiting),
-            None => self.start_interpreter(),
+        let ready = match self.waiting.pop_front() {
+            Some(ready) => ready,
+            None => self.start_next(),
         };
+        let waiting = settle(ready).await;
         self.start_failing = waiting.is_err();
         let mut waiting = match waiting {
             Ok(waiting) => waiting,
@@ -256,6 +366,39 @@ impl PythonRunner {
             stdout,
             stderr,
         }
+    }
+}
+
+/// Spawns an interpreter that waits for its code on fd 3.
+fn start_interpreter(start: InterpreterStart) -> Result<WaitingInterpreter, String> {
+    let work_dir = child_work_dir(&start.scratch, "python-", start.containment.identity)
+        .map_err(|err| format!("cannot create a working directory: {err}"))?;
+    let (code_reader, code_writer) =
+        cloexec_pipe().map_err(|err| format!("cannot create a pipe: {err}"))?;
+    let mut command = contained_command(&start.python, work_dir.path(), start.containment);
+    command.arg("-I").arg("-c").arg(BOOTSTRAP);
+    pass_fd_as(&mut command, &code_reader, CODE_FD);
+    let child = command.spawn().map_err(|err| {
+        format!(
+            "cannot start the Python interpreter {}: {err}",
+            start.python.display()
+        )
+    })?;
+    drop(code_reader);
+    Ok(WaitingInterpreter {
+        leader: child.id().unwrap_or(0),
+        child,
+        code: Some(code_writer),
+        _work_dir: work_dir,
+    })
+}
+
+async fn settle(ready: ReadyInterpreter) -> Result<WaitingInterpreter, String> {
+    match ready {
+        ReadyInterpreter::Started(waiting) => Ok(*waiting),
+        ReadyInterpreter::Starting(spawning) => spawning
+            .await
+            .unwrap_or_else(|_| Err("the interpreter-spawning thread is gone".into())),
     }
 }
 

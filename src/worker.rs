@@ -84,6 +84,9 @@ impl Worker {
             // child stalls this thread for a moment, and a woken task waits for it.
             tokio::task::yield_now().await;
             // Leftovers first: nothing the jobs left may meet the next child it could reach.
+            // (Interpreters still being spawned are waited for, so they are not taken for
+            // leftovers.)
+            self.python.settle().await;
             self.reap_leftovers(first);
             self.engine.start_replacement().await;
             self.python.prepare_next();
@@ -99,7 +102,7 @@ impl Worker {
             .engine
             .pid()
             .into_iter()
-            .chain(self.python.waiting_pid())
+            .chain(self.python.waiting_pids())
             .collect();
         let reaped = reap_orphans(&keep);
         if reaped > 0 {

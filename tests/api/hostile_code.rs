@@ -256,10 +256,11 @@ impl Sandbox {
                 .any(|marker| process.cmdline.contains(marker))
     }
 
-    /// What this server's children left: running processes of the Python uid (but the one
-    /// interpreter waiting for the next job), of the engine uid (but the live engine), or with
-    /// one of `markers` in their command line; and entries of the scratch folder other than
-    /// the working directories of the live engine and of the waiting interpreter.
+    /// What this server's children left: running processes of the Python uids (but the
+    /// interpreters waiting for the next jobs: at most two, under different uids), of the
+    /// engine uid (but the live engine), or with one of `markers` in their command line; and
+    /// entries of the scratch folder other than the working directories of the live engine
+    /// and of the waiting interpreters.
     fn leftovers(&self, markers: &[&str]) -> (Vec<ProcessInfo>, Vec<String>) {
         let engine = self.server.engine_pid();
         let running: Vec<ProcessInfo> = processes()
@@ -270,15 +271,20 @@ impl Sandbox {
             .iter()
             .filter(|process| self.is_waiting_interpreter(process, markers))
             .collect();
-        let waiting = match waiting.as_slice() {
-            [one] => Some((one.pid, one.cwd.clone())),
-            _ => None,
+        // The server keeps two interpreters started ahead, and they alternate uids: two
+        // waiting under one uid would let a job reach the next learner's interpreter.
+        let waiting: Vec<(u32, std::path::PathBuf)> = match waiting.as_slice() {
+            [one] => vec![(one.pid, one.cwd.clone())],
+            [one, two] if one.uid != two.uid => {
+                vec![(one.pid, one.cwd.clone()), (two.pid, two.cwd.clone())]
+            }
+            _ => Vec::new(),
         };
-        let waiting_pid = waiting.as_ref().map(|(pid, _)| *pid);
+        let waiting_pids: Vec<u32> = waiting.iter().map(|(pid, _)| *pid).collect();
         let stray: Vec<ProcessInfo> = running
             .into_iter()
             .filter(|process| {
-                (self.python_uids.contains(&process.uid) && Some(process.pid) != waiting_pid)
+                (self.python_uids.contains(&process.uid) && !waiting_pids.contains(&process.pid))
                     || (process.uid == self.engine_uid && Some(process.pid) != engine)
                     || markers
                         .iter()
@@ -288,7 +294,7 @@ impl Sandbox {
         let engine_dir = engine.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
         let kept: Vec<String> = engine_dir
             .into_iter()
-            .chain(waiting.map(|(_, cwd)| cwd))
+            .chain(waiting.into_iter().map(|(_, cwd)| cwd))
             .filter_map(|dir| {
                 dir.file_name()
                     .map(|name| name.to_string_lossy().into_owned())
@@ -321,7 +327,7 @@ impl Sandbox {
             if started.elapsed() > CLEANUP_LIMIT {
                 kill_all(&stray);
                 panic!(
-                    "{CLEANUP_LIMIT:?} after the job, it left processes {stray:#?} and scratch entries {entries:?} in {} (only the folders of the live engine and of the interpreter waiting for the next job may remain); the job: {job}",
+                    "{CLEANUP_LIMIT:?} after the job, it left processes {stray:#?} and scratch entries {entries:?} in {} (only the folders of the live engine and of the two interpreters waiting for the next jobs, under different uids, may remain); the job: {job}",
                     self.scratch.display()
                 );
             }

@@ -595,3 +595,74 @@ async fn cancelling_a_queued_job_answers_the_requests_waiting_for_it_at_once() {
         "the long wait answers when the job is cancelled, not at its limit: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn python_jobs_after_a_long_idle_find_their_interpreters_alive() {
+    // Arrange: the interpreters for the next jobs are started ahead of time, then the
+    // server idles longer than a runtime's blocking thread lives (10 s): a child's
+    // PR_SET_PDEATHSIG fires when the *thread* that started it exits.
+    let server = TestServer::start().await;
+    let warm = server.run(python("print('warm')")).await;
+    assert_eq!(warm["status"], "succeeded", "{warm}");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    // Act
+    let first = server.run(python("print('after idle')")).await;
+    let second = server.run(python("print('and again')")).await;
+
+    // Assert
+    for (job, output) in [(&first, "after idle\n"), (&second, "and again\n")] {
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["output"], output, "{job}");
+    }
+}
+
+/// Output and exit status of `python -I -c code`, run directly.
+fn direct_python(code: &str) -> (String, String, i32) {
+    let output = std::process::Command::new(crate::support::project_python())
+        .arg("-I")
+        .arg("-c")
+        .arg(code)
+        .output()
+        .expect("run python directly");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        output.status.code().unwrap_or(-1),
+    )
+}
+
+#[tokio::test]
+async fn a_python_job_ends_as_python_dash_c_does_threads_atexit_finalizers_and_exit_status() {
+    // Arrange: what happens at the end of a program, where the service ends interpreters
+    // faster than the interpreter's own teardown.
+    let server = TestServer::start().await;
+    let programs = [
+        "import atexit, threading, time\n\
+         class Noisy:\n    def __del__(self): print('deleted', flush=True)\n\
+         keep = Noisy()\n_private = Noisy()\n\
+         atexit.register(lambda: print('atexit ran'))\n\
+         def late():\n    time.sleep(0.2)\n    print('thread done')\n\
+         threading.Thread(target=late).start()\nprint('main done')\n",
+        "import sys\nprint('before')\nsys.exit(3)\n",
+        "print('partial')\nraise ValueError('boom')\n",
+    ];
+    for code in programs {
+        let (stdout, stderr, status) = direct_python(code);
+
+        // Act
+        let job = server.run(python(code)).await;
+
+        // Assert
+        assert_eq!(
+            job["output"], stdout,
+            "stdout as python -I -c prints it: {job}"
+        );
+        assert_eq!(
+            job["stderr"], stderr,
+            "stderr as python -I -c prints it: {job}"
+        );
+        let expected = if status == 0 { "succeeded" } else { "failed" };
+        assert_eq!(job["status"], expected, "exit status {status}: {job}");
+    }
+}
