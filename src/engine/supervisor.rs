@@ -432,6 +432,9 @@ impl EngineSupervisor {
             Idle,
         }
 
+        // One timer for the whole exchange, moved when the deadline moves.
+        let deadline = tokio::time::sleep_until(hard_deadline);
+        tokio::pin!(deadline);
         let end = loop {
             // The running job's answer is complete once its end markers arrived on both
             // streams (or took too long): it becomes an outcome, and the next job runs.
@@ -461,7 +464,7 @@ impl EngineSupervisor {
             let markers_due = answered.as_ref().map(|(_, due)| *due);
             let event = tokio::select! {
                 biased;
-                _ = tokio::time::sleep_until(hard_deadline) => Event::Deadline,
+                _ = &mut deadline => Event::Deadline,
                 status = child.wait() => Event::Exited(status),
                 result = &mut write, if !written => Event::Written(result),
                 line = responses.next_line(), if answered.is_none() => Event::Line(line),
@@ -532,6 +535,7 @@ impl EngineSupervisor {
                                         _ => replay_timeout,
                                     };
                                     hard_deadline = Instant::now() + budget + grace;
+                                    deadline.as_mut().reset(hard_deadline);
                                 }
                                 continue;
                             }
@@ -552,6 +556,7 @@ impl EngineSupervisor {
                                 hard_deadline = Instant::now()
                                     + grace
                                     + next_run.first_phase_budget(replay_timeout);
+                                deadline.as_mut().reset(hard_deadline);
                             }
                             answered = Some((response, Instant::now() + MARKER_WAIT));
                             continue;

@@ -400,8 +400,18 @@ impl Store {
     /// claimed.
     pub async fn claim_next_jobs(&self, max_batch: usize) -> StoreResult<Vec<ClaimedJob>> {
         self.write(|connection| {
-            let tx = connection.transaction()?;
+            // Inserts take the writer too, so this count holds until the claim is done.
+            let queued: i64 = connection
+                .prepare_cached("SELECT n FROM job_counts WHERE status = 'queued'")?
+                .query_row([], |row| row.get(0))?;
             let now = now_timestamp();
+            if queued == 0 {
+                return Ok(Vec::new());
+            }
+            if queued == 1 || max_batch <= 1 {
+                return Ok(claim_oldest(connection, &now)?.into_iter().collect());
+            }
+            let tx = connection.transaction()?;
             let Some(first) = claim_oldest(&tx, &now)? else {
                 return Ok(Vec::new());
             };
