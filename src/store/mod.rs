@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use rusqlite::types::{FromSql, Value};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, RowIndex};
 use tokio::sync::Mutex;
 
 use crate::domain::{CodeId, JobId, JobStatus, Language, SessionId};
@@ -971,21 +971,38 @@ fn parse_job_id(text: &str) -> StoreResult<JobId> {
     text.parse().map_err(StoreError::Corrupt)
 }
 
-fn column<T: FromSql>(row: &Row<'_>, name: &str) -> StoreResult<T> {
-    Ok(row.get(name)?)
+/// A column of a row, by name or (for job rows) by position.
+trait ColumnAt: Copy + std::fmt::Display {
+    type Index: RowIndex;
+    fn index(self) -> Self::Index;
 }
 
-fn parse_column<T>(row: &Row<'_>, name: &str, parse: impl Fn(&str) -> Option<T>) -> StoreResult<T> {
-    let text: String = column(row, name)?;
-    parse(&text).ok_or_else(|| StoreError::Corrupt(format!("{name} = '{text}'")))
+impl ColumnAt for &str {
+    type Index = Self;
+    fn index(self) -> Self {
+        self
+    }
+}
+
+fn column<T: FromSql>(row: &Row<'_>, at: impl ColumnAt) -> StoreResult<T> {
+    Ok(row.get(at.index())?)
+}
+
+fn parse_column<T>(
+    row: &Row<'_>,
+    at: impl ColumnAt,
+    parse: impl Fn(&str) -> Option<T>,
+) -> StoreResult<T> {
+    let text: String = column(row, at)?;
+    parse(&text).ok_or_else(|| StoreError::Corrupt(format!("{at} = '{text}'")))
 }
 
 fn optional_column<T>(
     row: &Row<'_>,
-    name: &str,
+    at: impl ColumnAt,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> StoreResult<Option<T>> {
-    let text: Option<String> = column(row, name)?;
+    let text: Option<String> = column(row, at)?;
     text.map(|text| parse(&text).map_err(StoreError::Corrupt))
         .transpose()
 }
@@ -1007,6 +1024,16 @@ mod tests {
             timeout_ms: 1000,
             idempotency_key: None,
         }
+    }
+
+    #[test]
+    fn job_rows_are_read_by_the_positions_of_job_columns() {
+        let listed: Vec<&str> = JOB_COLUMNS.split(',').map(str::trim).collect();
+        let positional: Vec<&str> = records::job_column::ALL
+            .iter()
+            .map(|column| column.name())
+            .collect();
+        assert_eq!(listed, positional);
     }
 
     #[tokio::test]

@@ -70,36 +70,119 @@ pub struct JobRecord {
     pub duration_ms: Option<i64>,
 }
 
+/// A column of `JOB_COLUMNS` by its position: every job query selects those columns first, in
+/// that order, so a job row is read by position (reading by name searches the row's column
+/// names for each value).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JobColumn(usize, &'static str);
+
+impl super::ColumnAt for JobColumn {
+    type Index = usize;
+    fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl std::fmt::Display for JobColumn {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.1)
+    }
+}
+
+/// The columns of `JOB_COLUMNS`, in order.
+pub(super) mod job_column {
+    use super::JobColumn;
+
+    pub const SEQ: JobColumn = JobColumn(0, "seq");
+    pub const ID: JobColumn = JobColumn(1, "id");
+    pub const KIND: JobColumn = JobColumn(2, "kind");
+    pub const LANGUAGE: JobColumn = JobColumn(3, "language");
+    pub const SESSION_ID: JobColumn = JobColumn(4, "session_id");
+    pub const CODE_ID: JobColumn = JobColumn(5, "code_id");
+    pub const CODE: JobColumn = JobColumn(6, "code");
+    pub const STDIN: JobColumn = JobColumn(7, "stdin");
+    pub const TIMEOUT_MS: JobColumn = JobColumn(8, "timeout_ms");
+    pub const STATUS: JobColumn = JobColumn(9, "status");
+    pub const ATTEMPTS: JobColumn = JobColumn(10, "attempts");
+    pub const RESULT: JobColumn = JobColumn(11, "result");
+    pub const RESULTS_JSON: JobColumn = JobColumn(12, "results_json");
+    pub const STDOUT: JobColumn = JobColumn(13, "stdout");
+    pub const STDERR: JobColumn = JobColumn(14, "stderr");
+    pub const OUTPUT_TRUNCATED: JobColumn = JobColumn(15, "output_truncated");
+    pub const ERROR: JobColumn = JobColumn(16, "error");
+    pub const ERROR_KIND: JobColumn = JobColumn(17, "error_kind");
+    pub const IDEMPOTENCY_KEY: JobColumn = JobColumn(18, "idempotency_key");
+    pub const CREATED_AT: JobColumn = JobColumn(19, "created_at");
+    pub const STARTED_AT: JobColumn = JobColumn(20, "started_at");
+    pub const FINISHED_AT: JobColumn = JobColumn(21, "finished_at");
+    pub const DURATION_MS: JobColumn = JobColumn(22, "duration_ms");
+
+    #[cfg(test)]
+    pub const ALL: [JobColumn; 23] = [
+        SEQ,
+        ID,
+        KIND,
+        LANGUAGE,
+        SESSION_ID,
+        CODE_ID,
+        CODE,
+        STDIN,
+        TIMEOUT_MS,
+        STATUS,
+        ATTEMPTS,
+        RESULT,
+        RESULTS_JSON,
+        STDOUT,
+        STDERR,
+        OUTPUT_TRUNCATED,
+        ERROR,
+        ERROR_KIND,
+        IDEMPOTENCY_KEY,
+        CREATED_AT,
+        STARTED_AT,
+        FINISHED_AT,
+        DURATION_MS,
+    ];
+
+    #[cfg(test)]
+    impl JobColumn {
+        pub fn name(self) -> &'static str {
+            self.1
+        }
+    }
+}
+
 impl JobRecord {
     pub(super) fn from_row(row: &Row<'_>) -> StoreResult<JobRecord> {
-        let results_json: Option<String> = column(row, "results_json")?;
+        use job_column::*;
+        let results_json: Option<String> = column(row, RESULTS_JSON)?;
         Ok(JobRecord {
-            seq: column(row, "seq")?,
-            id: parse_job_id(&column::<String>(row, "id")?)?,
-            kind: parse_column(row, "kind", JobKind::parse)?,
-            language: optional_column(row, "language", Language::parse)?,
-            session_id: optional_column(row, "session_id", SessionId::parse)?,
-            code_id: optional_column(row, "code_id", CodeId::parse)?,
-            code: column(row, "code")?,
-            stdin: column(row, "stdin")?,
-            timeout_ms: column(row, "timeout_ms")?,
-            status: parse_column(row, "status", JobStatus::parse)?,
-            attempts: column(row, "attempts")?,
+            seq: column(row, SEQ)?,
+            id: parse_job_id(&column::<String>(row, ID)?)?,
+            kind: parse_column(row, KIND, JobKind::parse)?,
+            language: optional_column(row, LANGUAGE, Language::parse)?,
+            session_id: optional_column(row, SESSION_ID, SessionId::parse)?,
+            code_id: optional_column(row, CODE_ID, CodeId::parse)?,
+            code: column(row, CODE)?,
+            stdin: column(row, STDIN)?,
+            timeout_ms: column(row, TIMEOUT_MS)?,
+            status: parse_column(row, STATUS, JobStatus::parse)?,
+            attempts: column(row, ATTEMPTS)?,
             position: None,
-            result: column(row, "result")?,
+            result: column(row, RESULT)?,
             results: results_json.and_then(|json| serde_json::from_str(&json).ok()),
-            stdout: column(row, "stdout")?,
-            stderr: column(row, "stderr")?,
-            output_truncated: column(row, "output_truncated")?,
-            error: column(row, "error")?,
-            error_kind: optional_column(row, "error_kind", |text| {
+            stdout: column(row, STDOUT)?,
+            stderr: column(row, STDERR)?,
+            output_truncated: column(row, OUTPUT_TRUNCATED)?,
+            error: column(row, ERROR)?,
+            error_kind: optional_column(row, ERROR_KIND, |text| {
                 ErrorKind::parse(text).ok_or_else(|| format!("error_kind = '{text}'"))
             })?,
-            idempotency_key: column(row, "idempotency_key")?,
-            created_at: column(row, "created_at")?,
-            started_at: column(row, "started_at")?,
-            finished_at: column(row, "finished_at")?,
-            duration_ms: column(row, "duration_ms")?,
+            idempotency_key: column(row, IDEMPOTENCY_KEY)?,
+            created_at: column(row, CREATED_AT)?,
+            started_at: column(row, STARTED_AT)?,
+            finished_at: column(row, FINISHED_AT)?,
+            duration_ms: column(row, DURATION_MS)?,
         })
     }
 }
