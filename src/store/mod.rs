@@ -607,11 +607,15 @@ impl Store {
         .await
     }
 
-    /// The number of cells in a session's history.
+    /// The number of cells in a session's history. Positions are always 1..=n (cells are
+    /// appended at the end, replaced in place, and removed only as a suffix or all at once),
+    /// so this is the last position: one index lookup instead of counting the cells.
     pub async fn history_length(&self, session: &SessionId) -> StoreResult<i64> {
         self.read(|connection| {
             Ok(connection
-                .prepare_cached("SELECT COUNT(*) FROM history WHERE session_id = ?")?
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(position), 0) FROM history WHERE session_id = ?",
+                )?
                 .query_row(params![session.as_str()], |row| row.get(0))?)
         })
         .await
@@ -1024,6 +1028,57 @@ mod tests {
             timeout_ms: 1000,
             idempotency_key: None,
         }
+    }
+
+    #[tokio::test]
+    async fn the_history_length_is_the_number_of_cells_after_appends_edits_and_cuts() {
+        // Arrange
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let url = format!("sqlite://{}/jobs.db", folder.path().display());
+        let store = Store::open(&url, Durability::Normal).await.expect("open");
+        let session = SessionId::parse("s").expect("session id");
+        let run_cell = |code_id: &str| NewJob {
+            language: Some(Language::Metta),
+            session_id: Some(session.clone()),
+            code_id: Some(CodeId::parse(code_id).expect("code id")),
+            ..python_job("!(+ 1 1)")
+        };
+        let cells = |store: Store, session: SessionId| async move {
+            let count = store.load_history(&session).await.expect("history").len() as i64;
+            (store.history_length(&session).await.expect("length"), count)
+        };
+
+        // Act and assert: append four cells, edit the second, cut at the third.
+        for code_id in ["a", "b", "c", "d", "b"] {
+            store
+                .enqueue_job(&run_cell(code_id), 10)
+                .await
+                .expect("enqueue");
+            let claimed = store.claim_next_jobs(1).await.expect("claim");
+            let done = JobOutcome::succeeded_with("[2]\n");
+            store
+                .finish_job(claimed[0].job.id, &done)
+                .await
+                .expect("finish");
+            let (length, count) = cells(store.clone(), session.clone()).await;
+            assert_eq!(length, count, "after running cell {code_id}");
+        }
+        assert_eq!(cells(store.clone(), session.clone()).await, (4, 4));
+        let cut = NewJob::session_change(
+            JobKind::RemoveCell,
+            session.clone(),
+            CodeId::parse("c").ok(),
+        );
+        store.enqueue_job(&cut, 10).await.expect("enqueue");
+        let claimed = store.claim_next_jobs(1).await.expect("claim");
+        let code_id = CodeId::parse("c").expect("code id");
+        store
+            .finish_history_cut(claimed[0].job.id, &session, &code_id, |_| {
+                JobOutcome::succeeded_with("cut")
+            })
+            .await
+            .expect("cut");
+        assert_eq!(cells(store.clone(), session.clone()).await, (2, 2));
     }
 
     #[test]
