@@ -420,6 +420,8 @@ impl EngineSupervisor {
         let mut pending: Vec<(usize, MettaRunOutcome)> = Vec::new();
         // Whether the engine will run no more of this batch after the running job's answer.
         let mut last_answer = false;
+        // How the child died, once it has: its remaining output is read before the verdict.
+        let mut exited: Option<String> = None;
 
         enum Event {
             Deadline,
@@ -465,7 +467,7 @@ impl EngineSupervisor {
             let event = tokio::select! {
                 biased;
                 _ = &mut deadline => Event::Deadline,
-                status = child.wait() => Event::Exited(status),
+                status = child.wait(), if exited.is_none() => Event::Exited(status),
                 result = &mut write, if !written => Event::Written(result),
                 line = responses.next_line(), if answered.is_none() => Event::Line(line),
                 chunk = stdout_chunks.recv(), if outputs.stdout_open => Event::Stdout(chunk),
@@ -501,6 +503,11 @@ impl EngineSupervisor {
                 Event::Written(Err(err)) => {
                     format!("could not send the job to the engine: {err}")
                 }
+                Event::Deadline if exited.is_some() => {
+                    // Reading what the dead child wrote took too long (something else holds
+                    // its pipes open).
+                    exited.take().unwrap_or_default()
+                }
                 Event::Deadline => {
                     kill_group(*leader);
                     outputs.finish_answered(&mut answered, &mut pending);
@@ -515,10 +522,19 @@ impl EngineSupervisor {
                     }
                     break (resume_from(outputs.current, requests.len()), true);
                 }
-                Event::Exited(status) => match status {
-                    Ok(status) => describe_exit(status),
-                    Err(err) => format!("lost the engine process: {err}"),
-                },
+                Event::Exited(status) => {
+                    // Before deciding who is to blame, read what the child wrote before it
+                    // died: its "received", answers of runs it finished. The pipes end once
+                    // its group is gone.
+                    kill_group(*leader);
+                    exited = Some(match status {
+                        Ok(status) => describe_exit(status),
+                        Err(err) => format!("lost the engine process: {err}"),
+                    });
+                    hard_deadline = Instant::now() + DRAIN_AFTER_DEATH;
+                    deadline.as_mut().reset(hard_deadline);
+                    continue;
+                }
                 Event::Line(Ok(Some(line))) => {
                     match serde_json::from_str::<EngineResponse>(&line) {
                         Err(err) => format!("unreadable answer from the engine: {err}"),
@@ -529,7 +545,7 @@ impl EngineSupervisor {
                                 if id == Some(batch_id.as_str()) || id == running {
                                     received = true;
                                 }
-                                if id == running {
+                                if id == running && exited.is_none() {
                                     let budget = match response.phase.as_deref() {
                                         Some("code") => requests[outputs.current].timeout,
                                         _ => replay_timeout,
@@ -552,7 +568,8 @@ impl EngineSupervisor {
                                 break (BatchEnd::NeedHistory(outputs.current), false);
                             }
                             let next = outputs.current + 1;
-                            if let Some(next_run) = requests.get(next) {
+                            if let Some(next_run) = requests.get(next).filter(|_| exited.is_none())
+                            {
                                 hard_deadline = Instant::now()
                                     + grace
                                     + next_run.first_phase_budget(replay_timeout);
@@ -563,7 +580,9 @@ impl EngineSupervisor {
                         }
                     }
                 }
-                Event::Line(Ok(None) | Err(_)) => "the engine closed its answer channel".into(),
+                Event::Line(Ok(None) | Err(_)) => exited
+                    .take()
+                    .unwrap_or_else(|| "the engine closed its answer channel".into()),
             };
             // The child died (or can no longer be talked to).
             kill_group(*leader);
