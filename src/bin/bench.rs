@@ -63,7 +63,9 @@ const RAW_RUNS: usize = 5_000;
 const ENGINE_CHILD_RUNS: usize = 2_000;
 const ONE_CLIENT_JOBS: usize = 2_000;
 const MANY_CLIENTS: usize = 32;
-const JOBS_PER_CLIENT_OF_MANY: usize = 100;
+/// Enough that a block is mostly steady load: at its end the last clients run alone, which
+/// counts against throughput.
+const JOBS_PER_CLIENT_OF_MANY: usize = 200;
 const WARM_UP_JOBS_PER_CLIENT: usize = 3;
 /// Every job adds rows to the database, and the service slows as its tables grow, so the two
 /// APIs are measured in blocks in the order v1, legacy, legacy, v1: a steady drift hits both
