@@ -1,10 +1,11 @@
-//! The one worker: claims the oldest queued job, runs it, stores its outcome, announces it.
+//! The one worker: claims the oldest queued job (or a batch of MeTTa jobs right behind each
+//! other in the queue), runs it, stores outcomes, announces them.
 //!
-//! Exactly one worker task exists, so at most one job runs and job order is acceptance order.
-//! It owns the Python runner and the engine supervisor. With an empty queue it sleeps until
-//! the API signals an accepted job (no polling). On shutdown it stops claiming, gives the
-//! running job the grace period, then abandons it (its row stays `running`, and start-up
-//! recovery re-queues it).
+//! Exactly one worker task exists, so at most one job executes and job order is acceptance
+//! order (a batch runs its jobs one after another in queue order). It owns the Python runner
+//! and the engine supervisor. With an empty queue it sleeps until the API signals an accepted
+//! job (no polling). On shutdown it stops claiming, gives the running jobs the grace period,
+//! then abandons them (their rows stay `running`, and start-up recovery re-queues them).
 
 use std::collections::HashMap;
 use std::sync::Arc;

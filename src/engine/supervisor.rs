@@ -1,7 +1,8 @@
 //! The server's side of the engine: spawns the engine child (contained like any child that
-//! runs learners' code), sends it one run at a time, captures its output, enforces the hard
-//! deadline (kill the child's whole process group at deadline + grace) and respawns it after
-//! any death. Owned by the worker, so there is never more than one request in flight.
+//! runs learners' code), sends it batches of runs (one message; the child runs them one after
+//! another and answers each), captures each run's output, enforces each run's hard deadline
+//! (kill the child's whole process group at deadline + grace) and respawns it after any death.
+//! Owned by the worker, so there is never more than one batch in flight.
 //!
 //! It never touches the database: the worker gives it history when the child asks for it.
 
@@ -260,12 +261,7 @@ impl EngineSupervisor {
                 self.start_failing = false;
             }
         }
-        if let Err(reason) = self.ensure_started().await {
-            deliver
-                .deliver(every_run(requests, |_| {
-                    MettaRunOutcome::Unavailable(reason.clone())
-                }))
-                .await;
+        if !self.start_or_fail_all(requests, deliver).await {
             return BatchEnd::Completed;
         }
         let (end, replace) = match self.exchange(requests, deliver).await {
@@ -275,12 +271,7 @@ impl EngineSupervisor {
                     "the MeTTa engine died before it got a job ({cause}); sending the job to a new one"
                 );
                 self.process = None;
-                if let Err(reason) = self.ensure_started().await {
-                    deliver
-                        .deliver(every_run(requests, |_| {
-                            MettaRunOutcome::Unavailable(reason.clone())
-                        }))
-                        .await;
+                if !self.start_or_fail_all(requests, deliver).await {
                     return BatchEnd::Completed;
                 }
                 match self.exchange(requests, deliver).await {
@@ -308,6 +299,23 @@ impl EngineSupervisor {
             process.kill_leftovers();
         }
         end
+    }
+
+    /// Starts a child when none runs; when that fails, every run of the batch is answered
+    /// `Unavailable` with the reason, and this returns false.
+    async fn start_or_fail_all(
+        &mut self,
+        requests: &[MettaRequest],
+        deliver: &mut impl DeliverOutcomes,
+    ) -> bool {
+        match self.ensure_started().await {
+            Ok(()) => true,
+            Err(reason) => {
+                let unavailable = |_| MettaRunOutcome::Unavailable(reason.clone());
+                deliver.deliver(every_run(requests, unavailable)).await;
+                false
+            }
+        }
     }
 
     /// Starts a child if the last one was replaced, unless starting has been failing (then
@@ -442,18 +450,7 @@ impl EngineSupervisor {
             // streams (or took too long): it becomes an outcome, and the next job runs.
             if let Some((_, markers_due)) = &answered {
                 if outputs.current_done() || Instant::now() >= *markers_due {
-                    let (response, _) = answered.take().expect("checked above");
-                    let replace = response.recycle;
-                    let run = outputs.current;
-                    let (stdout, stderr) = outputs.finish_current();
-                    pending.push((
-                        run,
-                        MettaRunOutcome::Answered {
-                            response,
-                            stdout,
-                            stderr,
-                        },
-                    ));
+                    let replace = outputs.finish_answered(&mut answered, &mut pending);
                     if outputs.current == requests.len() {
                         break (BatchEnd::Completed, replace);
                     }
@@ -781,24 +778,28 @@ impl BatchOutputs {
         outputs
     }
 
-    /// An answer still waiting for its markers becomes an outcome with what arrived.
+    /// An answer still waiting for its markers becomes an outcome with what arrived; returns
+    /// whether it asked for the engine's replacement.
     fn finish_answered(
         &mut self,
         answered: &mut Option<(EngineResponse, Instant)>,
         pending: &mut Vec<(usize, MettaRunOutcome)>,
-    ) {
-        if let Some((response, _)) = answered.take() {
-            let run = self.current;
-            let (stdout, stderr) = self.finish_current();
-            pending.push((
-                run,
-                MettaRunOutcome::Answered {
-                    response,
-                    stdout,
-                    stderr,
-                },
-            ));
-        }
+    ) -> bool {
+        let Some((response, _)) = answered.take() else {
+            return false;
+        };
+        let replace = response.recycle;
+        let run = self.current;
+        let (stdout, stderr) = self.finish_current();
+        pending.push((
+            run,
+            MettaRunOutcome::Answered {
+                response,
+                stdout,
+                stderr,
+            },
+        ));
+        replace
     }
 
     /// After the child died or was killed: what else it wrote, for the running job.
