@@ -127,6 +127,15 @@ pub fn now_timestamp() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A statement built once from `JOB_COLUMNS` (the hot ones run for every job; building the
+/// text each time would cost an allocation and a longer cache lookup).
+macro_rules! job_statement {
+    ($name:ident, $($format:tt)+) => {
+        static $name: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!($($format)+));
+    };
+}
+
 const JOB_COLUMNS: &str = "seq, id, kind, language, session_id, code_id, code, stdin, timeout_ms, \
      status, attempts, result, results_json, stdout, stderr, output_truncated, error, \
      error_kind, idempotency_key, created_at, started_at, finished_at, duration_ms";
@@ -344,8 +353,11 @@ impl Store {
 
     async fn job_by_idempotency_key(&self, key: &str) -> StoreResult<Option<JobRecord>> {
         self.read(|connection| {
-            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?");
-            let record = one_job(connection, &sql, params![key])?;
+            job_statement!(
+                SQL,
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?"
+            );
+            let record = one_job(connection, &SQL, params![key])?;
             record
                 .map(|record| with_position(connection, record))
                 .transpose()
@@ -356,8 +368,8 @@ impl Store {
     /// One job with its queue position (when queued).
     pub async fn get_job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
         self.read(|connection| {
-            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
-            let record = one_job(connection, &sql, params![id.to_string()])?;
+            job_statement!(SQL, "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
+            let record = one_job(connection, &SQL, params![id.to_string()])?;
             record
                 .map(|record| with_position(connection, record))
                 .transpose()
@@ -764,7 +776,8 @@ fn insert_job(
     job: &NewJob,
     max_queued: u64,
 ) -> StoreResult<Option<JobRecord>> {
-    let sql = format!(
+    job_statement!(
+        SQL,
         "INSERT INTO jobs (id, kind, language, session_id, code_id, code, stdin, timeout_ms, \
                            status, idempotency_key, created_at) \
          SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ? \
@@ -774,7 +787,7 @@ fn insert_job(
              (SELECT COUNT(*) FROM jobs AS ahead \
               WHERE ahead.status = 'queued' AND ahead.seq < jobs.seq) + 1 AS position"
     );
-    let mut statement = connection.prepare_cached(&sql)?;
+    let mut statement = connection.prepare_cached(&SQL)?;
     let mut rows = statement.query(params![
         job.id.to_string(),
         job.kind.as_str(),
@@ -801,7 +814,8 @@ fn insert_job(
 /// Moves the oldest queued job to `running`; with its session's generation and its cell's
 /// position.
 fn claim_oldest(connection: &Connection, now: &str) -> StoreResult<Option<ClaimedJob>> {
-    let sql = format!(
+    job_statement!(
+        SQL,
         "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 \
          WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) \
          RETURNING {JOB_COLUMNS}, \
@@ -809,28 +823,30 @@ fn claim_oldest(connection: &Connection, now: &str) -> StoreResult<Option<Claime
              (SELECT position FROM history WHERE history.session_id = jobs.session_id \
               AND history.code_id = COALESCE(jobs.code_id, jobs.id)) AS cell_position"
     );
-    let mut statement = connection.prepare_cached(&sql)?;
+    let mut statement = connection.prepare_cached(&SQL)?;
     let mut rows = statement.query(params![now])?;
     rows.next()?.map(ClaimedJob::from_row).transpose()
 }
 
 /// The oldest `limit` queued jobs, with their sessions' generations and cells' positions.
 fn queued_head(connection: &Connection, limit: usize) -> StoreResult<Vec<ClaimedJob>> {
-    let columns = JOB_COLUMNS
-        .split(',')
-        .map(|column| format!("jobs.{}", column.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "SELECT {columns}, sessions.generation AS session_generation, \
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let columns = JOB_COLUMNS
+            .split(',')
+            .map(|column| format!("jobs.{}", column.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT {columns}, sessions.generation AS session_generation, \
                 history.position AS cell_position \
          FROM (SELECT * FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT ?) AS jobs \
          LEFT JOIN sessions ON sessions.id = jobs.session_id \
          LEFT JOIN history ON history.session_id = jobs.session_id \
               AND history.code_id = COALESCE(jobs.code_id, jobs.id) \
          ORDER BY jobs.seq"
-    );
-    let mut statement = connection.prepare_cached(&sql)?;
+        )
+    });
+    let mut statement = connection.prepare_cached(&SQL)?;
     let mut rows = statement.query(params![limit as i64])?;
     let mut head = Vec::new();
     while let Some(row) = rows.next()? {
