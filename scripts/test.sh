@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --debug
+# sqlx's offline query data must match every query and migration (fails when stale).
+scripts/sqlx-data.sh --check
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-2}"

@@ -13,6 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr};
 use uuid::Uuid;
 
 /// Longest session id, codeId or idempotency key a client may send.
@@ -41,6 +42,29 @@ impl Default for JobId {
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// Job ids are stored as their text (hyphenated), as every earlier build stored them.
+impl sqlx::Type<sqlx::Sqlite> for JobId {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Sqlite> for JobId {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::sqlite::SqliteArgumentsBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<'_, sqlx::Sqlite>>::encode(self.to_string(), buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for JobId {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<'r, sqlx::Sqlite>>::decode(value)?;
+        Ok(text.parse()?)
     }
 }
 
@@ -88,8 +112,9 @@ pub fn truncate_for_message(value: &str) -> String {
 }
 
 /// A learner's MeTTa session: its own atomspace and its own history.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[serde(transparent)]
+#[sqlx(transparent)]
 pub struct SessionId(String);
 
 impl SessionId {
@@ -120,8 +145,9 @@ impl fmt::Display for SessionId {
 }
 
 /// Names one history cell of a session; the frontend sends `code_<ms>_<rand>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[serde(transparent)]
+#[sqlx(transparent)]
 pub struct CodeId(String);
 
 impl CodeId {
@@ -164,8 +190,12 @@ pub fn validate_idempotency_key(value: &str) -> Result<(), String> {
 }
 
 /// The language a run job is written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, IntoStaticStr, EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Language {
     Metta,
     Python,
@@ -173,28 +203,38 @@ pub enum Language {
 
 impl Language {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Language::Metta => "metta",
-            Language::Python => "python",
-        }
+        self.into()
     }
 
     pub fn parse(value: &str) -> Result<Self, String> {
-        match value {
-            "metta" => Ok(Language::Metta),
-            "python" => Ok(Language::Python),
-            other => Err(format!(
+        value.parse().map_err(|_| {
+            format!(
                 "unknown language '{}': use \"metta\" or \"python\"",
-                truncate_for_message(other)
-            )),
-        }
+                truncate_for_message(value)
+            )
+        })
     }
 }
 
 /// What a job does. Every mutation of a session is a job, so it is ordered against the runs
 /// around it in the one FIFO queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    IntoStaticStr,
+    EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum JobKind {
     /// Run code (MeTTa in a session, or Python in a fresh interpreter).
     Run,
@@ -208,30 +248,30 @@ pub enum JobKind {
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Run => "run",
-            JobKind::ResetSession => "reset_session",
-            JobKind::ResetTo => "reset_to",
-            JobKind::RemoveCell => "remove_cell",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "run" => JobKind::Run,
-            "reset_session" => JobKind::ResetSession,
-            "reset_to" => JobKind::ResetTo,
-            "remove_cell" => JobKind::RemoveCell,
-            _ => return None,
-        })
+        self.into()
     }
 }
 
 /// Where a job is in its life. Only the worker moves a job out of `Queued` into `Running` and
 /// from `Running` to a final state; only the API moves `Queued` to `Cancelled`; start-up
 /// recovery moves an interrupted `Running` job back to `Queued` once, then to `Failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    IntoStaticStr,
+    EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum JobStatus {
     /// Accepted and durable; waiting for the worker.
     Queued,
@@ -249,26 +289,7 @@ pub enum JobStatus {
 
 impl JobStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::TimedOut => "timed_out",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "queued" => JobStatus::Queued,
-            "running" => JobStatus::Running,
-            "succeeded" => JobStatus::Succeeded,
-            "failed" => JobStatus::Failed,
-            "timed_out" => JobStatus::TimedOut,
-            "cancelled" => JobStatus::Cancelled,
-            _ => return None,
-        })
+        self.into()
     }
 
     /// A final state never changes again.
@@ -278,8 +299,23 @@ impl JobStatus {
 }
 
 /// Who a job's failure is down to; the legacy API turns it into a status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    IntoStaticStr,
+    EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
     /// The learner's code failed: a parse error, an exception, a non-zero exit, a crash it
     /// caused, a limit it hit.
@@ -292,20 +328,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Code => "code",
-            ErrorKind::Service => "service",
-            ErrorKind::NotFound => "not_found",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "code" => ErrorKind::Code,
-            "service" => ErrorKind::Service,
-            "not_found" => ErrorKind::NotFound,
-            _ => return None,
-        })
+        self.into()
     }
 }
 
@@ -341,7 +364,7 @@ mod tests {
             JobStatus::TimedOut,
             JobStatus::Cancelled,
         ] {
-            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+            assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
         }
         assert!(!JobStatus::Running.is_final());
         assert!(JobStatus::TimedOut.is_final());

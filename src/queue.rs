@@ -2,6 +2,7 @@
 //! wake the worker, and wait for a job to reach a final state. Both API layers (v1 and the
 //! legacy playground endpoints) go through here; neither talks to the worker directly.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,11 @@ pub enum Submission {
     Accepted(JobRecord),
     /// The idempotency key named an earlier job; that job, in its current state.
     Existing(JobRecord),
+    /// The client's idempotency key names an earlier job of a different request; nothing
+    /// was stored, and nothing of that job may be shown.
+    KeyReused,
+    /// A request with the same client and idempotency key is still being accepted.
+    KeyInFlight,
     /// The queue is at its cap; nothing was stored.
     QueueFull,
 }
@@ -30,6 +36,9 @@ pub struct JobQueue {
     max_queued: u64,
     /// Long waits end early at shutdown, so the server can stop promptly.
     shutdown: CancellationToken,
+    /// The (scope, idempotency key) pairs of submissions being accepted right now: a second
+    /// request with the same pair is answered `KeyInFlight` instead of racing the first.
+    keys_in_flight: Arc<std::sync::Mutex<HashSet<(String, String)>>>,
 }
 
 impl JobQueue {
@@ -44,6 +53,7 @@ impl JobQueue {
             signals,
             max_queued,
             shutdown,
+            keys_in_flight: Arc::default(),
         }
     }
 
@@ -53,12 +63,17 @@ impl JobQueue {
 
     /// Stores the job (or finds the earlier one with its idempotency key) and wakes the worker.
     pub async fn submit(&self, job: NewJob) -> Result<Submission, StoreError> {
+        let _in_flight = match KeyInFlight::claim(&self.keys_in_flight, &job) {
+            Ok(guard) => guard,
+            Err(()) => return Ok(Submission::KeyInFlight),
+        };
         Ok(match self.store.enqueue_job(&job, self.max_queued).await? {
             EnqueueOutcome::Accepted(record) => {
                 self.signals.job_accepted();
                 Submission::Accepted(record)
             }
             EnqueueOutcome::Duplicate(record) => Submission::Existing(record),
+            EnqueueOutcome::KeyReused => Submission::KeyReused,
             EnqueueOutcome::QueueFull => Submission::QueueFull,
         })
     }
@@ -85,7 +100,7 @@ impl JobQueue {
                 let id = job.id;
                 Submission::Existing(self.wait_until_final(id, limit).await?.unwrap_or(job))
             }
-            Submission::QueueFull => Submission::QueueFull,
+            other => other,
         })
     }
 
@@ -132,5 +147,43 @@ impl JobQueue {
             _ = self.shutdown.cancelled() => {}
         }
         Ok(self.store.get_job(job.id).await?.unwrap_or(job))
+    }
+}
+
+/// A submission's (scope, idempotency key) pair marked as being accepted, unmarked on drop.
+struct KeyInFlight {
+    keys: Arc<std::sync::Mutex<HashSet<(String, String)>>>,
+    pair: (String, String),
+}
+
+impl KeyInFlight {
+    /// Marks the job's pair; `Err` when another submission holds it. `Ok(None)`: no key.
+    fn claim(
+        keys: &Arc<std::sync::Mutex<HashSet<(String, String)>>>,
+        job: &NewJob,
+    ) -> Result<Option<KeyInFlight>, ()> {
+        let (Some(key), Some(scope)) = (&job.idempotency_key, &job.idempotency_scope) else {
+            return Ok(None);
+        };
+        let pair = (scope.clone(), key.clone());
+        let mut held = keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !held.insert(pair.clone()) {
+            return Err(());
+        }
+        Ok(Some(KeyInFlight {
+            keys: keys.clone(),
+            pair,
+        }))
+    }
+}
+
+impl Drop for KeyInFlight {
+    fn drop(&mut self) {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.pair);
     }
 }

@@ -46,7 +46,7 @@ impl Worker {
             if shutdown.is_cancelled() {
                 break;
             }
-            let claimed = match self.store.claim_next_jobs(self.max_batch).await {
+            let claimed = match claim_next_jobs(&self.store, self.max_batch).await {
                 Ok(claimed) if claimed.is_empty() => {
                     tokio::select! {
                         _ = self.signals.wait_for_accepted_job() => continue,
@@ -273,11 +273,9 @@ impl Worker {
             .session_id
             .clone()
             .unwrap_or_else(SessionId::default_session);
+        // The trigger `reset_recorded_in_history` empties the history as the success is stored.
         let outcome = JobOutcome::succeeded_with(RESET_MESSAGE);
-        let record = self
-            .store
-            .finish_reset_session(job.id, &outcome, &session)
-            .await?;
+        let record = self.store.finish_job(job.id, &outcome).await?;
         self.engine.forget_session(&session).await;
         Ok(record)
     }
@@ -316,6 +314,55 @@ impl Worker {
         }
         Ok(record)
     }
+}
+
+/// Claims the oldest queued job and, when it can lead a batch, the queued jobs right behind
+/// it that can join it (`max_batch` in all), in queue order; none when the queue is empty.
+///
+/// A batch is a prefix of the queue of jobs that `can_share_a_batch`, one per session. Only
+/// this worker claims, so the jobs read behind the first are still queued when they are
+/// claimed unless a client cancelled one in between (then it is left out).
+async fn claim_next_jobs(store: &Store, max_batch: usize) -> Result<Vec<ClaimedJob>, StoreError> {
+    let Some(first) = store.claim_oldest_job().await? else {
+        return Ok(Vec::new());
+    };
+    if max_batch <= 1 || !can_share_a_batch(&first) {
+        return Ok(vec![first]);
+    }
+    let mut sessions: std::collections::HashSet<SessionId> =
+        first.job.session_id.iter().cloned().collect();
+    let followers: Vec<ClaimedJob> = store
+        .oldest_queued_jobs(max_batch - 1)
+        .await?
+        .into_iter()
+        .take_while(|next| {
+            can_share_a_batch(next)
+                && next
+                    .job
+                    .session_id
+                    .as_ref()
+                    .is_some_and(|session| sessions.insert(session.clone()))
+        })
+        .collect();
+    let started_at = first.job.started_at.clone().unwrap_or_default();
+    let mut batch = vec![first];
+    batch.extend(store.claim_queued_jobs(followers, &started_at).await?);
+    Ok(batch)
+}
+
+/// Whether a job may run in a batch with others: a fresh MeTTa run (a job re-queued by
+/// start-up recovery runs alone, so a second interruption is its own) in a named session that
+/// appends a new cell (re-running an existing cell rebuilds the session).
+fn can_share_a_batch(claimed: &ClaimedJob) -> bool {
+    // Attempts count the claim: a job just claimed has one more than when it was queued.
+    let earlier_attempts = match claimed.job.status {
+        JobStatus::Running => claimed.job.attempts - 1,
+        _ => claimed.job.attempts,
+    };
+    is_metta_run(&claimed.job)
+        && earlier_attempts == 0
+        && claimed.job.session_id.is_some()
+        && claimed.cell_position.is_none()
 }
 
 fn is_metta_run(job: &JobRecord) -> bool {

@@ -1252,52 +1252,68 @@ async fn create_schema(setup: &Setup, database: &Path) -> Result<()> {
 /// transaction: uuid v7 ids, one a second, spread over `sessions` sessions (with their
 /// `sessions` rows; history cells are left out: start-up never reads them).
 async fn insert_finished_jobs(database: &Path, jobs: usize, sessions: usize) -> Result<()> {
-    let mut connection = rusqlite::Connection::open(database)
+    use sqlx::{ConnectOptions, Connection};
+    let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(database)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+        .connect()
+        .await
         .with_context(|| format!("cannot open {}", database.display()))?;
-    connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-    let tx = connection.transaction()?;
+    let mut tx = connection.begin().await?;
     let first = Utc::now() - TimeDelta::seconds(jobs as i64);
-    {
-        let mut insert = tx.prepare(
+    for i in 0..jobs {
+        let created = first + TimeDelta::seconds(i as i64);
+        let started = created + TimeDelta::milliseconds(2);
+        let finished = started + TimeDelta::milliseconds(3);
+        let (id, session, code) = (
+            uuid::Uuid::now_v7().to_string(),
+            format!("learner-{}", i % sessions),
+            format!("!(+ {i} 1)"),
+        );
+        let (result, results) = (format!("[{}]\n", i + 1), format!("[[\"{}\"]]", i + 1));
+        let (created, started, finished) =
+            (timestamp(created), timestamp(started), timestamp(finished));
+        sqlx::query!(
             "INSERT INTO jobs (id, kind, language, session_id, code, timeout_ms, status, \
                                attempts, result, results_json, stdout, stderr, \
                                output_truncated, created_at, started_at, finished_at, \
                                duration_ms) \
              VALUES (?, 'run', 'metta', ?, ?, 30000, 'succeeded', 1, ?, ?, '', '', 0, ?, ?, ?, 3)",
-        )?;
-        for i in 0..jobs {
-            let created = first + TimeDelta::seconds(i as i64);
-            let started = created + TimeDelta::milliseconds(2);
-            let finished = started + TimeDelta::milliseconds(3);
-            insert
-                .execute(rusqlite::params![
-                    uuid::Uuid::now_v7().to_string(),
-                    format!("learner-{}", i % sessions),
-                    format!("!(+ {i} 1)"),
-                    format!("[{}]\n", i + 1),
-                    format!("[[\"{}\"]]", i + 1),
-                    timestamp(created),
-                    timestamp(started),
-                    timestamp(finished),
-                ])
-                .context("cannot insert jobs")?;
-        }
-        let mut session_row = tx.prepare(
+            id,
+            session,
+            code,
+            result,
+            results,
+            created,
+            started,
+            finished,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("cannot insert jobs")?;
+    }
+    for session in 0..sessions {
+        let (id, generation, created, updated) = (
+            format!("learner-{session}"),
+            (jobs / sessions) as i64,
+            timestamp(first),
+            timestamp(Utc::now()),
+        );
+        sqlx::query!(
             "INSERT OR IGNORE INTO sessions (id, generation, created_at, updated_at) \
              VALUES (?, ?, ?, ?)",
-        )?;
-        for session in 0..sessions {
-            session_row
-                .execute(rusqlite::params![
-                    format!("learner-{session}"),
-                    (jobs / sessions) as i64,
-                    timestamp(first),
-                    timestamp(Utc::now()),
-                ])
-                .context("cannot insert a session")?;
-        }
+            id,
+            generation,
+            created,
+            updated,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("cannot insert a session")?;
     }
-    tx.commit().context("cannot commit the jobs")?;
+    tx.commit().await.context("cannot commit the jobs")?;
+    connection.close().await?;
     Ok(())
 }
 

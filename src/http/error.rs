@@ -19,6 +19,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The request is well formed but contradicts an earlier one (an idempotency key reused
+    /// for a different request).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     /// The client sent its request too slowly.
@@ -57,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::SlowRequest(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,

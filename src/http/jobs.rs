@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::wire::{JobView, QueueView};
-use super::{optional_id, ApiError, AppState, JsonBody};
+use super::{optional_id, ApiError, AppState, ClientAddress, JsonBody};
 use crate::config::Config;
 use crate::domain::{validate_idempotency_key, CodeId, JobId, JobKind, Language, SessionId};
 use crate::queue::Submission;
@@ -52,6 +52,8 @@ pub struct RunSubmission {
     pub stdin: Option<String>,
     pub timeout_secs: Option<f64>,
     pub idempotency_key: Option<String>,
+    /// Whose the idempotency key is: the session, or the client's identity.
+    pub idempotency_scope: Option<String>,
 }
 
 impl RunSubmission {
@@ -105,6 +107,7 @@ impl RunSubmission {
             stdin: self.stdin,
             timeout_ms: (timeout_secs * 1000.0).round() as u64,
             idempotency_key: self.idempotency_key,
+            idempotency_scope: self.idempotency_scope,
         })
     }
 }
@@ -154,6 +157,7 @@ fn job_response(job: &JobRecord) -> Response {
 async fn submit_job(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
+    client: ClientAddress,
     headers: HeaderMap,
     JsonBody(body): JsonBody<SubmitJobBody>,
 ) -> Result<Response, ApiError> {
@@ -162,6 +166,11 @@ async fn submit_job(
     let language = Language::parse(&body.language).map_err(ApiError::BadRequest)?;
     let session_id = optional_id(body.session_id.as_deref(), SessionId::parse)?;
     let code_id = optional_id(body.code_id.as_deref(), CodeId::parse)?;
+    // A key is the client's own: its session's when it names one, else its address's.
+    let idempotency_scope = key.as_ref().map(|_| match &session_id {
+        Some(session) => format!("session:{session}"),
+        None => format!("client:{}", client.0),
+    });
     let job = RunSubmission {
         language,
         code: body.code,
@@ -170,6 +179,7 @@ async fn submit_job(
         stdin: body.stdin,
         timeout_secs: body.timeout_secs,
         idempotency_key: key,
+        idempotency_scope,
     }
     .into_job(&state.config)?;
     submit_and_respond(&state, job, wait).await
@@ -184,7 +194,24 @@ pub async fn submit_and_respond(
 ) -> Result<Response, ApiError> {
     match state.queue.submit_and_wait(job, wait).await? {
         Submission::Accepted(job) | Submission::Existing(job) => Ok(job_response(&job)),
-        Submission::QueueFull => Err(ApiError::QueueFull),
+        refused => Err(refusal(refused)),
+    }
+}
+
+/// The answer to a submission that stored nothing.
+pub fn refusal(submission: Submission) -> ApiError {
+    match submission {
+        Submission::KeyReused => ApiError::Unprocessable(
+            "this Idempotency-Key was already used for a different request; send a new key for a new request".into(),
+        ),
+        Submission::KeyInFlight => ApiError::Conflict(
+            "a request with this Idempotency-Key is still being accepted; retry in a moment".into(),
+        ),
+        Submission::QueueFull => ApiError::QueueFull,
+        Submission::Accepted(job) | Submission::Existing(job) => ApiError::Internal(format!(
+            "job {} was stored but answered as refused",
+            job.id
+        )),
     }
 }
 

@@ -76,7 +76,7 @@ async fn run_to_completion(state: &AppState, job: NewJob) -> Result<JobRecord, A
     let limit = Duration::from_secs(state.config.legacy_wait_secs);
     let job = match state.queue.submit_and_wait(job, Some(limit)).await? {
         Submission::Accepted(job) | Submission::Existing(job) => job,
-        Submission::QueueFull => return Err(ApiError::QueueFull),
+        refused => return Err(super::jobs::refusal(refused)),
     };
     let error = || job.error.clone().unwrap_or_default().trim().to_string();
     match job.status {
@@ -116,6 +116,7 @@ async fn run_metta(
         stdin: None,
         timeout_secs: None,
         idempotency_key: None,
+        idempotency_scope: None,
     }
     .into_job(&state.config)?;
     let code_id = code_id.unwrap_or_else(|| CodeId::from_job(job.id));
@@ -140,6 +141,7 @@ async fn run_python(
         stdin: None,
         timeout_secs: None,
         idempotency_key: None,
+        idempotency_scope: None,
     }
     .into_job(&state.config)?;
     let job = run_to_completion(&state, job).await?;

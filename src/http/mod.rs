@@ -150,6 +150,29 @@ pub(crate) fn optional_id<T>(
     text.map(parse).transpose().map_err(ApiError::BadRequest)
 }
 
+/// The client's address as the service names clients (the rate limit, idempotency keys):
+/// the peer's address, or with `TRUST_FORWARDED_FOR` the first `X-Forwarded-For` address.
+pub struct ClientAddress(pub String);
+
+impl axum::extract::FromRequestParts<AppState> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let address = serve::client_address(
+            &parts.headers,
+            &parts.extensions,
+            state.config.trust_forwarded_for,
+        );
+        Ok(ClientAddress(address.map_or_else(
+            || "unknown".to_string(),
+            |address| address.to_string(),
+        )))
+    }
+}
+
 /// A JSON request body whose every failure (too large, not JSON, wrong shape) is an
 /// `ApiError` with a message naming the problem. Content-Type is not required.
 pub struct JsonBody<T>(pub T);

@@ -89,7 +89,11 @@ pub async fn limit_submissions(
     if !matches!(*request.method(), Method::POST | Method::DELETE) {
         return next.run(request).await;
     }
-    let Some(client) = client_address(&request, limiter.trust_forwarded_for) else {
+    let Some(client) = client_address(
+        request.headers(),
+        request.extensions(),
+        limiter.trust_forwarded_for,
+    ) else {
         return next.run(request).await;
     };
     match limiter.take(client, Instant::now()) {

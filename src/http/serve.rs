@@ -92,12 +92,12 @@ pub async fn serve(
 /// The client a request counts against: the peer address, or the first `X-Forwarded-For`
 /// address when the service sits behind a trusted proxy.
 pub fn client_address(
-    request: &axum::extract::Request,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
     trust_forwarded_for: bool,
 ) -> Option<std::net::IpAddr> {
     if trust_forwarded_for {
-        let forwarded = request
-            .headers()
+        let forwarded = headers
             .get("x-forwarded-for")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.split(',').next())
@@ -106,8 +106,7 @@ pub fn client_address(
             return forwarded;
         }
     }
-    request
-        .extensions()
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip())
 }

@@ -49,7 +49,7 @@ impl From<&JobRecord> for JobView {
             attempts: job.attempts,
             code: job.code.clone(),
             result: job.result.clone(),
-            results: job.results.clone(),
+            results: job.results.as_ref().map(|results| results.0.clone()),
             output: job.stdout.clone(),
             stderr: job.stderr.clone(),
             output_truncated: job.output_truncated,

@@ -264,13 +264,33 @@ async fn the_same_idempotency_key_names_one_job() {
         first["id"], second["id"],
         "the repeated key returns the first job:\n{first}\n{second}"
     );
-    let concurrent_id = &concurrent[0].1["id"];
+    // A duplicate that arrives while the first is still being accepted answers 409 (the
+    // client retries); every other answer is the one job.
+    let accepted: Vec<&Value> = concurrent
+        .iter()
+        .filter(|(status, _)| *status != 409)
+        .map(|(_, job)| job)
+        .collect();
+    assert!(
+        !accepted.is_empty(),
+        "one submission was accepted: {concurrent:?}"
+    );
+    let concurrent_id = &accepted[0]["id"];
     for (status, job) in &concurrent {
-        assert!(matches!(status, 200 | 202), "{status}: {job}");
-        assert_eq!(
-            &job["id"], concurrent_id,
-            "concurrent submissions with one key return one job: {job}"
-        );
+        assert!(matches!(status, 200 | 202 | 409), "{status}: {job}");
+        if *status == 409 {
+            assert!(
+                job["error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains("Idempotency-Key")),
+                "{job}"
+            );
+        } else {
+            assert_eq!(
+                &job["id"], concurrent_id,
+                "concurrent submissions with one key return one job: {job}"
+            );
+        }
     }
     assert_ne!(
         &first["id"], concurrent_id,
@@ -284,6 +304,82 @@ async fn the_same_idempotency_key_names_one_job() {
     let job = server.wait_final(&id_of(&first)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 1, "{job}");
+}
+
+/// POSTs a job with an `Idempotency-Key` as the client at `address` (the server trusts
+/// `X-Forwarded-For`); returns status and JSON body.
+async fn post_with_key_as(
+    server: &TestServer,
+    address: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let response = server
+        .client
+        .post(server.url("/api/v1/jobs"))
+        .header("Idempotency-Key", key)
+        .header("X-Forwarded-For", address)
+        .json(body)
+        .send()
+        .await
+        .expect("POST with Idempotency-Key");
+    read(response).await
+}
+
+#[tokio::test]
+async fn an_idempotency_key_belongs_to_its_client_and_its_request() {
+    // Arrange: two clients at different addresses use the README's example key.
+    let server = TestServer::start_with(&[("TRUST_FORWARDED_FOR", "true")]).await;
+    let alice_body = json!({"language": "python", "code": "print('alice secret 7')"});
+    let bob_body = json!({"language": "python", "code": "print('bob')"});
+    let (alice_status, alice) =
+        post_with_key_as(&server, "10.0.0.1", "lesson3-run7", &alice_body).await;
+
+    // Act: Bob sends the same key with his own request; Alice sends hers again, then the
+    // same key with another body; a session-scoped key in Alice's session.
+    let (bob_status, bob) = post_with_key_as(&server, "10.0.0.2", "lesson3-run7", &bob_body).await;
+    let (again_status, again) =
+        post_with_key_as(&server, "10.0.0.1", "lesson3-run7", &alice_body).await;
+    let (changed_status, changed) =
+        post_with_key_as(&server, "10.0.0.1", "lesson3-run7", &bob_body).await;
+
+    // Assert
+    assert!(matches!(alice_status, 200 | 202), "{alice}");
+    assert!(
+        matches!(bob_status, 200 | 202),
+        "Bob's own job is accepted: {bob}"
+    );
+    assert_ne!(alice["id"], bob["id"], "two clients, two jobs");
+    assert!(
+        !bob.to_string().contains("alice secret"),
+        "Bob sees nothing of Alice's job: {bob}"
+    );
+    assert!(matches!(again_status, 200 | 202), "{again}");
+    assert_eq!(
+        again["id"], alice["id"],
+        "Alice's retry names her first job"
+    );
+    assert_eq!(
+        changed_status, 422,
+        "the same key for another request: {changed}"
+    );
+    assert!(
+        changed["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("Idempotency-Key")),
+        "the error names the header: {changed}"
+    );
+    assert!(
+        !changed.to_string().contains("alice secret") && changed.get("id").is_none(),
+        "a refusal reveals nothing of the first job: {changed}"
+    );
+    assert_eq!(
+        stored_job_count(&server).await,
+        2,
+        "only Alice's and Bob's jobs are stored"
+    );
+    let bob_final = server.wait_final(&id_of(&bob)).await;
+    assert_eq!(bob_final["result"], "bob\n", "{bob_final}");
 }
 
 // ----- cancel --------------------------------------------------------------------------------

@@ -14,3 +14,4 @@ mod metta;
 mod reliability;
 mod restart;
 mod sessions_api;
+mod upgrade;

@@ -37,8 +37,24 @@ impl TestServer {
         Self::start_with(&[]).await
     }
 
+    /// Starts a server on a copy of the SQLite file `database` (e.g. a fixture made by an
+    /// earlier build).
+    pub async fn start_on_copy_of(database: &Path, env: &[(&str, &str)]) -> TestServer {
+        Self::start_prepared(env, |server| {
+            let target = server.database_path();
+            std::fs::create_dir_all(target.parent().expect("a folder")).expect("data folder");
+            std::fs::copy(database, &target).expect("copy the database");
+        })
+        .await
+    }
+
     /// Starts a server with extra environment variables (e.g. `("RUN_TIMEOUT_SECS", "2")`).
     pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        Self::start_prepared(env, |_| {}).await
+    }
+
+    /// Starts a server after `prepare` has laid out its folder.
+    async fn start_prepared(env: &[(&str, &str)], prepare: impl FnOnce(&TestServer)) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("mlb-test-")
             .tempdir()
@@ -57,6 +73,7 @@ impl TestServer {
                 .build()
                 .expect("client"),
         };
+        prepare(&server);
         server.launch();
         server
     }
@@ -458,38 +475,24 @@ impl StoredJob {
 
 /// Every job of the stopped server, in `seq` order, read straight from its SQLite file.
 pub async fn stored_jobs(server: &TestServer) -> Vec<StoredJob> {
-    let connection = rusqlite::Connection::open_with_flags(
-        server.database_path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    use sqlx::{ConnectOptions, Connection};
+    let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(server.database_path())
+        .read_only(true)
+        .connect()
+        .await
+        .expect("open the stopped server's database");
+    let jobs = sqlx::query_as!(
+        StoredJob,
+        r#"SELECT seq AS "seq!", id AS "id!", language, session_id, status AS "status!",
+                  attempts AS "attempts!", result, error, idempotency_key AS key, started_at,
+                  finished_at
+           FROM jobs ORDER BY seq"#
     )
-    .expect("open the stopped server's database");
-    let mut statement = connection
-        .prepare(
-            "SELECT seq, id, language, session_id, status, attempts, result, error, \
-                    idempotency_key, started_at, finished_at FROM jobs ORDER BY seq",
-        )
-        .expect("read the jobs");
-    let jobs = statement
-        .query_map([], |row| {
-            Ok(StoredJob {
-                seq: row.get("seq")?,
-                id: row.get("id")?,
-                language: row.get("language")?,
-                session_id: row.get("session_id")?,
-                status: row.get("status")?,
-                attempts: row.get("attempts")?,
-                result: row.get("result")?,
-                error: row.get("error")?,
-                key: row.get("idempotency_key")?,
-                started_at: row.get("started_at")?,
-                finished_at: row.get("finished_at")?,
-            })
-        })
-        .expect("read the jobs")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("decode the jobs");
-    drop(statement);
-    drop(connection);
+    .fetch_all(&mut connection)
+    .await
+    .expect("read the jobs");
+    connection.close().await.expect("close the database");
     jobs
 }
 
