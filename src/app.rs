@@ -21,6 +21,17 @@ use crate::sandbox::{plan_containment, prepare_scratch, ChildLimits, Containment
 use crate::store::Store;
 use crate::worker::Worker;
 
+/// The name of the server secret that derives playground clients' own sessions.
+const CLIENT_SESSION_SECRET: &str = "client-session-key";
+
+/// 32 random bytes (two random UUIDs' 244 random bits, from the OS's generator).
+fn fresh_secret() -> Vec<u8> {
+    [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
+        .iter()
+        .flat_map(|id| id.into_bytes())
+        .collect()
+}
+
 /// How long the probe of the Python environment may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -139,6 +150,11 @@ impl Application {
             signals,
             worker,
         } = self;
+        let client_session_key: Arc<[u8]> = store
+            .server_secret(CLIENT_SESSION_SECRET, &fresh_secret())
+            .await
+            .context("cannot read the server's secret for client sessions")?
+            .into();
         let queue = JobQueue::new(
             store.clone(),
             signals,
@@ -148,6 +164,7 @@ impl Application {
         let app = router(AppState {
             queue,
             config: config.clone(),
+            client_session_key,
         });
         let worker = tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace()));
 

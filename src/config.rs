@@ -13,6 +13,15 @@ use clap::Args;
 use crate::sandbox::{ChildLimits, ContainmentSettings, Identity};
 use crate::store::Durability;
 
+/// Whose session a playground request that names none uses (`LEGACY_SESSIONS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LegacySessions {
+    /// One session per client, derived from its address and User-Agent with a server secret.
+    PerClient,
+    /// The original service's single session `default`, shared by every client.
+    Shared,
+}
+
 /// Settings of the HTTP server, the queue, the runners and the containment of children.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -187,6 +196,12 @@ pub struct Config {
     /// Seconds a legacy endpoint (`/run-metta`, …) waits for its job before answering 408.
     #[arg(long, env = "LEGACY_WAIT_SECS", default_value_t = 30)]
     pub legacy_wait_secs: u64,
+
+    /// The session of a playground request that names none (no `sessionId`, no
+    /// `X-Session-Id`): `per-client`, one of its own per client (address and User-Agent), or
+    /// `shared`, the original service's one session `default` for everyone.
+    #[arg(long, env = "LEGACY_SESSIONS", value_enum, default_value_t = LegacySessions::PerClient)]
+    pub legacy_sessions: LegacySessions,
 }
 
 impl Config {

@@ -2,10 +2,12 @@
 //! frontend works unchanged (see FRONTEND-CONTRACT.md). Each one enqueues a job, even resets
 //! and history cuts, so they are ordered against the runs around them, then waits for it
 //! (`LEGACY_WAIT_SECS`) and answers only once the result exists: never a 2xx before it.
+//! A request that names no session gets its client's own (`ClientSession`).
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,7 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::jobs::RunSubmission;
-use super::{optional_id, ApiError, AppState, JsonBody, OptionalJsonBody};
+use super::{optional_id, ApiError, AppState, ClientAddress, JsonBody, OptionalJsonBody};
+use crate::config::LegacySessions;
 use crate::domain::{CodeId, ErrorKind, JobKind, JobStatus, Language, SessionId};
 use crate::queue::Submission;
 use crate::store::{JobRecord, NewJob};
@@ -53,8 +56,12 @@ struct SessionQuery {
 }
 
 /// The session a legacy request names: the body's `sessionId`, else the `X-Session-Id`
-/// header, else `default` (the original service's one global session).
-fn legacy_session(body: Option<&str>, headers: &HeaderMap) -> Result<SessionId, ApiError> {
+/// header, else the client's own session (`ClientSession`).
+fn legacy_session(
+    body: Option<&str>,
+    headers: &HeaderMap,
+    client: ClientSession,
+) -> Result<SessionId, ApiError> {
     let header = match headers.get("x-session-id") {
         Some(value) => Some(value.to_str().map_err(|_| {
             ApiError::BadRequest(
@@ -63,7 +70,53 @@ fn legacy_session(body: Option<&str>, headers: &HeaderMap) -> Result<SessionId, 
         })?),
         None => None,
     };
-    Ok(optional_id(body.or(header), SessionId::parse)?.unwrap_or_else(SessionId::default_session))
+    Ok(optional_id(body.or(header), SessionId::parse)?.unwrap_or(client.0))
+}
+
+/// The session of a playground request that names none. With `LEGACY_SESSIONS=per-client`
+/// (the default) it is the client's own: an HMAC-SHA256, under a secret the server keeps in
+/// its database, of the client's address (as `ClientAddress` names it) and User-Agent, so
+/// learners on different machines never share atoms or history through the unmodified site,
+/// and nobody outside can compute another client's id. With `shared`, the original
+/// service's one session `default`.
+pub struct ClientSession(SessionId);
+
+impl FromRequestParts<AppState> for ClientSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.config.legacy_sessions == LegacySessions::Shared {
+            return Ok(ClientSession(SessionId::default_session()));
+        }
+        let ClientAddress(address) = ClientAddress::from_request_parts(parts, state).await?;
+        let user_agent = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .map(|value| value.as_bytes())
+            .unwrap_or_default();
+        Ok(ClientSession(client_session(
+            &state.client_session_key,
+            &address,
+            user_agent,
+        )))
+    }
+}
+
+/// `c-` and the first 128 bits of HMAC-SHA256(key, address NUL user agent), in hex.
+fn client_session(key: &[u8], address: &str, user_agent: &[u8]) -> SessionId {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(address.as_bytes());
+    mac.update(&[0]);
+    mac.update(user_agent);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    SessionId::parse(&format!("c-{hex}"))
+        .unwrap_or_else(|_| unreachable!("c- and hex digits form a valid session id"))
 }
 
 fn required_code(code: Option<String>) -> Result<String, ApiError> {
@@ -103,10 +156,11 @@ async fn run_to_completion(state: &AppState, job: NewJob) -> Result<JobRecord, A
 
 async fn run_metta(
     State(state): State<AppState>,
+    client: ClientSession,
     headers: HeaderMap,
     JsonBody(body): JsonBody<LegacyRunBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = legacy_session(body.session_id.as_deref(), &headers)?;
+    let session = legacy_session(body.session_id.as_deref(), &headers, client)?;
     let code_id = optional_id(body.code_id.as_deref(), CodeId::parse)?;
     let job = RunSubmission {
         language: Language::Metta,
@@ -161,10 +215,11 @@ async fn queue_status(State(state): State<AppState>) -> Result<Json<Value>, ApiE
 
 async fn reset_atomspace(
     State(state): State<AppState>,
+    client: ClientSession,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<LegacySessionBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = legacy_session(body.session_id.as_deref(), &headers)?;
+    let session = legacy_session(body.session_id.as_deref(), &headers, client)?;
     let job = NewJob::session_change(JobKind::ResetSession, session, None);
     let job = run_to_completion(&state, job).await?;
     Ok(Json(json!({ "message": job.result.unwrap_or_default() })))
@@ -172,10 +227,11 @@ async fn reset_atomspace(
 
 async fn get_history(
     State(state): State<AppState>,
+    client: ClientSession,
     headers: HeaderMap,
     Query(query): Query<SessionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = legacy_session(query.session_id.as_deref(), &headers)?;
+    let session = legacy_session(query.session_id.as_deref(), &headers, client)?;
     let cells = state.queue.store().load_history(&session).await?;
     let history: Vec<Value> = cells
         .iter()
@@ -186,27 +242,30 @@ async fn get_history(
 
 async fn reset_to_code(
     State(state): State<AppState>,
+    client: ClientSession,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<LegacySessionBody>,
 ) -> Result<Json<Value>, ApiError> {
-    cut_history(&state, &headers, body, JobKind::ResetTo).await
+    let session = legacy_session(body.session_id.as_deref(), &headers, client)?;
+    cut_history(&state, session, body, JobKind::ResetTo).await
 }
 
 async fn remove_code(
     State(state): State<AppState>,
+    client: ClientSession,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<LegacySessionBody>,
 ) -> Result<Json<Value>, ApiError> {
-    cut_history(&state, &headers, body, JobKind::RemoveCell).await
+    let session = legacy_session(body.session_id.as_deref(), &headers, client)?;
+    cut_history(&state, session, body, JobKind::RemoveCell).await
 }
 
 async fn cut_history(
     state: &AppState,
-    headers: &HeaderMap,
+    session: SessionId,
     body: LegacySessionBody,
     kind: JobKind,
 ) -> Result<Json<Value>, ApiError> {
-    let session = legacy_session(body.session_id.as_deref(), headers)?;
     let code_id = body
         .code_id
         .as_deref()
@@ -219,4 +278,27 @@ async fn cut_history(
         "message": job.result.unwrap_or_default(),
         "historyLength": history_length,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_session_depends_on_the_key_the_address_and_the_user_agent() {
+        let alice = client_session(b"key", "10.0.0.1", b"Firefox");
+        assert_eq!(alice, client_session(b"key", "10.0.0.1", b"Firefox"));
+        assert_ne!(alice, client_session(b"key", "10.0.0.2", b"Firefox"));
+        assert_ne!(alice, client_session(b"key", "10.0.0.1", b"Chrome"));
+        assert_ne!(
+            alice,
+            client_session(b"another key", "10.0.0.1", b"Firefox")
+        );
+        // No ambiguity between where the address ends and the agent begins.
+        assert_ne!(
+            client_session(b"key", "10.0.0.1", b"1Firefox"),
+            client_session(b"key", "10.0.0.11", b"Firefox")
+        );
+        assert!(alice.as_str().starts_with("c-") && alice.as_str().len() == 34);
+    }
 }

@@ -36,6 +36,9 @@ pub use serve::{serve, ConnectionLimits};
 pub struct AppState {
     pub queue: JobQueue,
     pub config: Arc<Config>,
+    /// The server's secret that turns a playground client's identity into its own session
+    /// id (`legacy::client_session`).
+    pub client_session_key: Arc<[u8]>,
 }
 
 /// The whole application router.

@@ -149,3 +149,24 @@ async fn history_cells(
     .fetch_all(connection)
     .await?)
 }
+
+impl Store {
+    /// The server's secret named `name`: made from `fresh` the first time it is asked for,
+    /// the same value ever after (it is stored with the data, so it survives restarts).
+    pub async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
+        let mut writer = self.writer().await?;
+        sqlx::query!(
+            "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            name,
+            fresh,
+        )
+        .execute(&mut *writer)
+        .await?;
+        Ok(sqlx::query_scalar!(
+            r#"SELECT value AS "value!: Vec<u8>" FROM server_secrets WHERE name = ?"#,
+            name
+        )
+        .fetch_one(&mut *writer)
+        .await?)
+    }
+}

@@ -10,6 +10,7 @@ mod contract;
 mod hostile_code;
 mod hostile_requests;
 mod jobs;
+mod learners;
 mod metta;
 mod reliability;
 mod restart;

@@ -175,9 +175,9 @@ async fn history_cuts_refuse_a_missing_or_unknown_code_id_and_accept_an_empty_hi
 }
 
 #[tokio::test]
-async fn legacy_requests_use_the_session_named_by_body_or_header_else_default() {
-    // Arrange
-    let server = TestServer::start().await;
+async fn legacy_requests_use_the_session_named_by_body_or_header_else_the_shared_default() {
+    // Arrange: the original service's one shared session for requests that name none.
+    let server = TestServer::start_with(&[("LEGACY_SESSIONS", "shared")]).await;
     let body_run = json!({"code": "(= (who) body-session)", "language": "metta", "codeId": "code_1_body", "sessionId": "named-in-body"});
     let (status, data) = legacy_post(&server, "/run-metta", None, Some(body_run)).await;
     assert_eq!(status, 200, "{data}");
