@@ -20,7 +20,7 @@ use crate::engine::{BatchEnd, EngineSupervisor, MettaRequest, MettaRunOutcome};
 use crate::job_signals::JobSignals;
 use crate::python_runner::{PythonExit, PythonRunner};
 use crate::sandbox::{describe_signal, reap_orphans};
-use crate::store::{ClaimedJob, CutOutcome, JobOutcome, JobRecord, Store, StoreError};
+use crate::store::{ClaimedJob, CutOutcome, JobOutcome, JobRecord, OldestClaim, Store, StoreError};
 
 /// The message of a successful reset, as the original service answered it.
 pub const RESET_MESSAGE: &str = "AtomSpace and code history completely reset.";
@@ -42,20 +42,31 @@ impl Worker {
             tracing::warn!("MeTTa engine not available: {reason}");
         }
         self.python.prepare_next();
+        // Whether the queue may hold jobs: at start-up it may (recovered jobs); after a claim
+        // the database says. An accepted job's signal (which waits for the worker if it is
+        // busy) sets it again.
+        let mut queue_may_hold_jobs = true;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            let claimed = match claim_next_jobs(&self.store, self.max_batch).await {
-                Ok(claimed) if claimed.is_empty() => {
-                    tokio::select! {
-                        _ = self.signals.wait_for_accepted_job() => continue,
-                        _ = shutdown.cancelled() => break,
-                    }
+            if !queue_may_hold_jobs {
+                tokio::select! {
+                    _ = self.signals.wait_for_accepted_job() => {}
+                    _ = shutdown.cancelled() => break,
                 }
-                Ok(claimed) => claimed,
+            }
+            let claimed = match claim_next_jobs(&self.store, self.max_batch).await {
+                Ok((claimed, more)) => {
+                    queue_may_hold_jobs = more;
+                    if claimed.is_empty() {
+                        continue;
+                    }
+                    claimed
+                }
                 Err(err) => {
                     tracing::error!("cannot claim the next job: {err}");
+                    queue_may_hold_jobs = true;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                         _ = shutdown.cancelled() => break,
@@ -322,12 +333,22 @@ impl Worker {
 /// A batch is a prefix of the queue of jobs that `can_share_a_batch`, one per session. Only
 /// this worker claims, so the jobs read behind the first are still queued when they are
 /// claimed unless a client cancelled one in between (then it is left out).
-async fn claim_next_jobs(store: &Store, max_batch: usize) -> Result<Vec<ClaimedJob>, StoreError> {
-    let Some(first) = store.claim_oldest_job().await? else {
-        return Ok(Vec::new());
+///
+/// Also says whether the queue may still hold jobs afterwards (when it surely does not, the
+/// worker waits for the next accepted job instead of asking the database again).
+async fn claim_next_jobs(
+    store: &Store,
+    max_batch: usize,
+) -> Result<(Vec<ClaimedJob>, bool), StoreError> {
+    let Some(OldestClaim {
+        claimed: first,
+        more_queued,
+    }) = store.claim_oldest_job().await?
+    else {
+        return Ok((Vec::new(), false));
     };
-    if max_batch <= 1 || !can_share_a_batch(&first) {
-        return Ok(vec![first]);
+    if max_batch <= 1 || !more_queued || !can_share_a_batch(&first) {
+        return Ok((vec![first], more_queued));
     }
     let mut sessions: std::collections::HashSet<SessionId> =
         first.job.session_id.iter().cloned().collect();
@@ -347,7 +368,7 @@ async fn claim_next_jobs(store: &Store, max_batch: usize) -> Result<Vec<ClaimedJ
     let started_at = first.job.started_at.clone().unwrap_or_default();
     let mut batch = vec![first];
     batch.extend(store.claim_queued_jobs(followers, &started_at).await?);
-    Ok(batch)
+    Ok((batch, true))
 }
 
 /// Whether a job may run in a batch with others: a fresh MeTTa run (a job re-queued by

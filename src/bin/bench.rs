@@ -151,7 +151,11 @@ struct Setup {
 impl Setup {
     fn discover() -> Result<Setup> {
         let own = std::env::current_exe().context("cannot find this benchmark's executable")?;
-        let server_binary = own.with_file_name("metta-learner-backend");
+        // BENCH_SERVER measures another build of the server (e.g. an earlier commit's) with
+        // this benchmark's workload, for a side-by-side comparison.
+        let server_binary = std::env::var_os("BENCH_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| own.with_file_name("metta-learner-backend"));
         ensure!(
             server_binary.exists(),
             "{} is missing: build it first (scripts/bench.sh does)",

@@ -7,7 +7,9 @@ use sqlx::types::Json;
 
 use super::group_commit::PendingInsert;
 use super::records::{HeadRow, OutcomeRow};
-use super::{now_timestamp, ClaimedJob, JobOutcome, JobRecord, NewJob, QueueCounts, Store};
+use super::{
+    now_timestamp, ClaimedJob, JobOutcome, JobRecord, NewJob, OldestClaim, QueueCounts, Store,
+};
 use super::{StoreError, StoreResult};
 use crate::domain::{CodeId, ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
 
@@ -175,8 +177,9 @@ impl Store {
     }
 
     /// Moves the oldest queued job to `running` (one statement) and returns it with its
-    /// session's generation and its cell's position, or `None` when the queue is empty.
-    pub async fn claim_oldest_job(&self) -> StoreResult<Option<ClaimedJob>> {
+    /// session's generation and its cell's position, and whether more jobs are queued behind
+    /// it; `None` when the queue is empty.
+    pub async fn claim_oldest_job(&self) -> StoreResult<Option<OldestClaim>> {
         let now = now_timestamp();
         let mut writer = self.writer().await?;
         let row = query_jobs!(
@@ -189,12 +192,18 @@ impl Store {
                      AS "session_generation?: i64",
                  (SELECT position FROM history WHERE history.session_id = jobs.session_id
                       AND history.code_id = COALESCE(jobs.code_id, jobs.id))
-                     AS "cell_position?: i64""#,
+                     AS "cell_position?: i64",
+                 EXISTS (SELECT 1 FROM jobs AS behind
+                         WHERE behind.status = 'queued' AND behind.seq > jobs.seq)
+                     AS "more_queued?: bool""#,
             now,
         )
         .fetch_optional(&mut *writer)
         .await?;
-        Ok(row.map(ClaimedJob::from))
+        Ok(row.map(|row| OldestClaim {
+            more_queued: row.more_queued.unwrap_or(true),
+            claimed: ClaimedJob::from(row),
+        }))
     }
 
     /// The oldest `limit` queued jobs, with their sessions' generations and cells' positions
@@ -210,7 +219,8 @@ impl Store {
                      AS "session_generation?: i64",
                  (SELECT position FROM history WHERE history.session_id = jobs.session_id
                       AND history.code_id = COALESCE(jobs.code_id, jobs.id))
-                     AS "cell_position?: i64"
+                     AS "cell_position?: i64",
+                 NULL AS "more_queued?: bool"
                FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT ?"#,
             limit,
         )

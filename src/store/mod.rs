@@ -35,7 +35,8 @@ use tokio::sync::Mutex;
 pub use jobs::{CancelOutcome, EnqueueOutcome, Recovery};
 pub use open::Durability;
 pub use records::{
-    CellRecord, ClaimedJob, JobOutcome, JobRecord, NewJob, QueueCounts, SessionSummary, SessionView,
+    CellRecord, ClaimedJob, JobOutcome, JobRecord, NewJob, OldestClaim, QueueCounts,
+    SessionSummary, SessionView,
 };
 pub use sessions::CutOutcome;
 
@@ -165,7 +166,8 @@ mod tests {
                 .claim_oldest_job()
                 .await
                 .expect("claim")
-                .expect("a job");
+                .expect("a job")
+                .claimed;
             let done = JobOutcome::succeeded_with("[2]\n");
             store
                 .finish_job(claimed.job.id, &done)
@@ -185,7 +187,8 @@ mod tests {
             .claim_oldest_job()
             .await
             .expect("claim")
-            .expect("a job");
+            .expect("a job")
+            .claimed;
         let code_id = CodeId::parse("c").expect("code id");
         let (outcome, _) = store
             .finish_history_cut(claimed.job.id, &session, &code_id, |_| {
@@ -214,7 +217,8 @@ mod tests {
             .claim_oldest_job()
             .await
             .expect("claim")
-            .expect("a job");
+            .expect("a job")
+            .claimed;
         store
             .finish_job(claimed.job.id, &JobOutcome::succeeded_with(""))
             .await
@@ -231,7 +235,8 @@ mod tests {
             .claim_oldest_job()
             .await
             .expect("claim")
-            .expect("a job");
+            .expect("a job")
+            .claimed;
         let failed = JobOutcome::with_error(JobStatus::Failed, ErrorKind::Code, "parse error");
         store
             .finish_job(claimed.job.id, &failed)
@@ -244,7 +249,8 @@ mod tests {
             .claim_oldest_job()
             .await
             .expect("claim")
-            .expect("a job");
+            .expect("a job")
+            .claimed;
         store
             .finish_job(claimed.job.id, &failed)
             .await

@@ -119,6 +119,8 @@ pub(super) struct HeadRow {
     pub duration_ms: Option<i64>,
     pub session_generation: Option<i64>,
     pub cell_position: Option<i64>,
+    /// Whether queued jobs remain behind this one (read by the claim only).
+    pub more_queued: Option<bool>,
 }
 
 impl From<HeadRow> for ClaimedJob {
@@ -154,6 +156,15 @@ impl From<HeadRow> for ClaimedJob {
             },
         }
     }
+}
+
+/// What claiming the oldest job found.
+#[derive(Debug, Clone)]
+pub struct OldestClaim {
+    pub claimed: ClaimedJob,
+    /// Whether queued jobs remained behind it when it was claimed (so the worker need not
+    /// look again until a new job is accepted).
+    pub more_queued: bool,
 }
 
 /// A job the worker claimed (or may claim), with what it needs to run a MeTTa job without
