@@ -14,10 +14,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::engine::{EngineSettings, EngineSupervisor};
 use crate::http::{router, serve, AppState, ConnectionLimits};
+use crate::instance::{
+    database_file, lock_database, make_database_private, DatabaseLock, ScratchFolder,
+};
 use crate::job_signals::JobSignals;
 use crate::python_runner::PythonRunner;
 use crate::queue::JobQueue;
-use crate::sandbox::{plan_containment, prepare_scratch, ChildLimits, Containment};
+use crate::sandbox::{plan_containment, ChildLimits, Containment};
 use crate::store::Store;
 use crate::worker::Worker;
 
@@ -31,6 +34,10 @@ pub struct Application {
     store: Store,
     signals: Arc<JobSignals>,
     worker: Worker,
+    /// Held until the process exits: no second server opens this database meanwhile.
+    database_lock: DatabaseLock,
+    /// Removed at a clean stop, once the worker (and so every child) is gone.
+    scratch: ScratchFolder,
 }
 
 impl Application {
@@ -41,6 +48,15 @@ impl Application {
             .with_context(|| format!("PYTHON path {} is not usable", config.python.display()))?;
 
         protect_server_process();
+        // Claimed before the store is opened: a second server on this database stops here,
+        // having recovered, cleaned and changed nothing.
+        let database = database_file(&config.database_url)?;
+        let database_lock = lock_database(&database)?;
+        let scratch = ScratchFolder::claim(
+            &config.scratch_root(),
+            &database,
+            config.scratch_dir.is_none(),
+        )?;
         let store = Store::open(&config.database_url, config.sqlite_synchronous)
             .await
             .with_context(|| format!("cannot open the database {}", config.database_url))?;
@@ -63,10 +79,7 @@ impl Application {
             }
         };
         let executable = std::env::current_exe().context("cannot find the server's executable")?;
-        store.restrict_file_access();
-        let scratch = config.scratch_root();
-        prepare_scratch(&scratch)
-            .with_context(|| format!("cannot prepare the scratch folder {}", scratch.display()))?;
+        make_database_private(&database);
         let plan = plan_containment(
             config.containment_settings(),
             &[
@@ -93,13 +106,13 @@ impl Application {
                 },
                 ..plan.engine
             },
-            scratch: scratch.clone(),
+            scratch: scratch.path().to_path_buf(),
         });
         let python = PythonRunner::new(
             config.python.clone(),
             plan.python,
             plan.python_alternate,
-            scratch,
+            scratch.path().to_path_buf(),
             config.max_output_bytes,
         );
 
@@ -121,6 +134,8 @@ impl Application {
             store,
             signals,
             worker,
+            database_lock,
+            scratch,
         })
     }
 
@@ -138,6 +153,8 @@ impl Application {
             store,
             signals,
             worker,
+            database_lock,
+            scratch,
         } = self;
         let queue = JobQueue::new(
             store.clone(),
@@ -164,7 +181,9 @@ impl Application {
             tracing::error!("the worker task failed: {err}");
         }
         store.close().await;
-        tracing::info!("shut down cleanly");
+        scratch.remove();
+        tracing::info!(lock = %database_lock.path().display(), "shut down cleanly");
+        drop(database_lock);
         Ok(())
     }
 }

@@ -62,11 +62,27 @@ fn serve(config: Config) -> ExitCode {
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                tracing::error!("{err:#}");
+                tracing::error!("{}", describe_error(&err));
                 ExitCode::FAILURE
             }
         }
     })
+}
+
+/// The error and its causes, each said once: a cause whose text the message before it already
+/// carries (thiserror messages that print their source) is not repeated.
+fn describe_error(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Fires the shutdown token on SIGTERM or SIGINT.

@@ -189,7 +189,7 @@ const READY_INTERPRETERS: usize = 2;
 pub struct PythonRunner {
     pub python: PathBuf,
     pub containment: Containment,
-    /// Where the per-job working directories go (see `sandbox::prepare_scratch`).
+    /// Where the per-job working directories go (see `instance::ScratchFolder`).
     pub scratch: PathBuf,
     pub max_output_bytes: usize,
     /// The identity of every other interpreter (see `ContainmentPlan::python_alternate`).

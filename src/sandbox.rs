@@ -263,18 +263,6 @@ pub fn child_work_dir(
     Ok(dir)
 }
 
-/// Empties and recreates the folder that holds children's working directories, so what a
-/// killed server left there (kill -9 skips every clean-up) goes at the next start. Mode 0711:
-/// children may pass through to their own folder but not list the others.
-pub fn prepare_scratch(root: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if root.exists() {
-        std::fs::remove_dir_all(root)?;
-    }
-    std::fs::create_dir_all(root)?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
-}
-
 /// What the host allows, decided once at start-up.
 #[derive(Debug, Clone)]
 pub struct ContainmentPlan {

@@ -47,7 +47,7 @@ pub struct EngineSettings {
     pub replay_timeout: Duration,
     pub max_output_bytes: usize,
     pub containment: Containment,
-    /// Where the engine's working directory goes (see `sandbox::prepare_scratch`).
+    /// Where the engine's working directory goes (see `instance::ScratchFolder`).
     pub scratch: PathBuf,
 }
 

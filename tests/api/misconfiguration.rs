@@ -1,0 +1,217 @@
+//! Misconfiguration: the real binary started with each bad setting either refuses to start
+//! (non-zero exit, a message naming the setting) or runs safely with nothing lost: a scratch
+//! folder that holds the database, a second server on one database, settings out of range,
+//! and walls (unprivileged uid, network namespace) the host or a setting does not allow.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{id_of, project_python, python, wait_until_running, TestServer, BINARY};
+
+/// How long a refused start may take (the refusal comes before any engine starts).
+const REFUSAL_LIMIT: Duration = Duration::from_secs(60);
+
+/// How a start that should be refused ended.
+struct Refusal {
+    status: ExitStatus,
+    log: String,
+}
+
+/// Starts the binary with the tests' usual environment plus `env`, in `dir`, and waits for
+/// it to exit; a server that starts listening instead fails the test.
+fn start_expecting_refusal(dir: &Path, database: &Path, env: &[(&str, &str)]) -> Refusal {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("DATABASE_URL", format!("sqlite://{}", database.display()))
+        .env("PYTHON", project_python())
+        .env("RUST_LOG", "info")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("start the server binary");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the server") {
+            break status;
+        }
+        if started.elapsed() > REFUSAL_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = reader.join().unwrap_or_default();
+            panic!("the server did not refuse {env:?} within {REFUSAL_LIMIT:?}; its log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = reader.join().unwrap_or_default();
+    assert!(
+        !log.contains("listening on"),
+        "the server started listening with {env:?}: {log}"
+    );
+    Refusal { status, log }
+}
+
+/// Asserts a refusal: a non-zero exit and a log naming `setting`.
+fn assert_refused(refusal: &Refusal, setting: &str) {
+    assert!(
+        !refusal.status.success(),
+        "the server exited successfully; its log:\n{}",
+        refusal.log
+    );
+    assert!(
+        refusal.log.contains(setting),
+        "the refusal does not name {setting}:\n{}",
+        refusal.log
+    );
+}
+
+/// A server that ran one job and stopped cleanly, and the bytes of its database file.
+async fn stopped_server_with_one_job() -> (TestServer, String, Vec<u8>) {
+    let mut server = TestServer::start().await;
+    let job = server.run(python("print('kept')")).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    server.terminate(Duration::from_secs(30));
+    let bytes = std::fs::read(server.database_path()).expect("the database file");
+    (server, id_of(&job), bytes)
+}
+
+// ----- the scratch folder ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn scratch_dir_that_holds_the_database_is_refused_and_the_database_is_untouched() {
+    // Arrange
+    let (mut server, job_id, before) = stopped_server_with_one_job().await;
+    let database = server.database_path();
+    let folder = database
+        .parent()
+        .expect("the database's folder")
+        .to_path_buf();
+    std::fs::write(folder.join("notes.txt"), b"an operator's file").expect("a file of theirs");
+
+    for scratch in [&folder, server.dir.path()] {
+        // Act
+        let scratch_text = scratch.display().to_string();
+        let refusal = start_expecting_refusal(
+            server.dir.path(),
+            &database,
+            &[("SCRATCH_DIR", &scratch_text)],
+        );
+
+        // Assert
+        assert_refused(&refusal, "SCRATCH_DIR");
+        assert!(refusal.log.contains("database"), "{}", refusal.log);
+        assert_eq!(
+            std::fs::read(&database).expect("the database is still there"),
+            before,
+            "the database file changed"
+        );
+        assert_eq!(
+            std::fs::read(folder.join("notes.txt")).expect("the operator's file"),
+            b"an operator's file"
+        );
+    }
+    server.restart();
+    let job = server.wait_final(&job_id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["output"], "kept\n", "{job}");
+}
+
+#[tokio::test]
+async fn scratch_dir_holding_files_the_server_did_not_make_is_refused_and_they_remain() {
+    // Arrange
+    let (server, _, _) = stopped_server_with_one_job().await;
+    let scratch = tempfile::tempdir().expect("a folder of the operator's");
+    std::fs::write(scratch.path().join("report.pdf"), b"keep me").expect("their file");
+    let scratch_text = scratch.path().display().to_string();
+
+    // Act
+    let refusal = start_expecting_refusal(
+        server.dir.path(),
+        &server.database_path(),
+        &[("SCRATCH_DIR", &scratch_text)],
+    );
+
+    // Assert
+    assert_refused(&refusal, "SCRATCH_DIR");
+    assert!(refusal.log.contains("report.pdf"), "{}", refusal.log);
+    assert_eq!(
+        std::fs::read(scratch.path().join("report.pdf")).expect("still there"),
+        b"keep me"
+    );
+}
+
+#[tokio::test]
+async fn the_scratch_folder_is_made_by_the_server_and_removed_at_a_clean_stop() {
+    // Arrange
+    let parent = tempfile::tempdir().expect("parent");
+    let scratch = parent.path().join("scratch");
+    let scratch_text = scratch.display().to_string();
+    let mut server = TestServer::start_with(&[("SCRATCH_DIR", &scratch_text)]).await;
+
+    // Act
+    let job = server.run(python("print('x')")).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(scratch.is_dir(), "the server made SCRATCH_DIR");
+    let status = server.terminate(Duration::from_secs(30));
+
+    // Assert
+    assert!(status.is_some_and(|status| status.success()), "{status:?}");
+    assert!(
+        !scratch.exists(),
+        "the scratch folder outlived a clean stop: {:?}",
+        std::fs::read_dir(&scratch).map(|entries| entries.count())
+    );
+}
+
+// ----- one server per database ----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_second_server_on_the_same_database_is_refused_and_the_first_keeps_its_running_job() {
+    // Arrange: the first server runs a job.
+    let server = TestServer::start().await;
+    let slow = server
+        .submit(python("import time; time.sleep(3); print('once')"))
+        .await;
+    let slow_id = id_of(&slow);
+    wait_until_running(&server, &slow_id).await;
+
+    // Act
+    let refusal = start_expecting_refusal(server.dir.path(), &server.database_path(), &[]);
+
+    // Assert: refused, naming the first server; the first one's job runs once, undisturbed.
+    assert_refused(&refusal, "DATABASE_URL");
+    assert!(
+        refusal.log.contains(&format!("pid {}", server.pid())),
+        "the refusal does not name the first server's pid {}:\n{}",
+        server.pid(),
+        refusal.log
+    );
+    let job = server.wait_final(&slow_id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 1, "the running job was re-queued: {job}");
+    assert_eq!(job["output"], "once\n", "{job}");
+    let after = server
+        .run(json!({"language": "python", "code": "print(2)"}))
+        .await;
+    assert_eq!(
+        after["status"], "succeeded",
+        "the first server still works: {after}"
+    );
+}
