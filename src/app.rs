@@ -116,7 +116,7 @@ impl Application {
             config.max_output_bytes,
         );
 
-        let address = SocketAddr::new(config.host, config.port);
+        let address = listen_address(&config.host, config.port).await?;
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
@@ -186,6 +186,23 @@ impl Application {
         drop(database_lock);
         Ok(())
     }
+}
+
+/// The address `HOST` names: an address as it is, a name (`localhost`) resolved, its first
+/// address taken.
+async fn listen_address(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let mut addresses = tokio::net::lookup_host((bare, port))
+        .await
+        .with_context(|| {
+            format!("HOST={host} is neither an address nor a name this host resolves")
+        })?;
+    addresses
+        .next()
+        .with_context(|| format!("HOST={host} resolves to no address"))
 }
 
 /// Keeps learners' children away from the server's own secrets: files the server creates are

@@ -215,3 +215,60 @@ async fn a_second_server_on_the_same_database_is_refused_and_the_first_keeps_its
         "the first server still works: {after}"
     );
 }
+
+// ----- settings out of range ------------------------------------------------------------------
+
+#[tokio::test]
+async fn each_setting_out_of_its_range_is_refused_naming_it_before_anything_is_touched() {
+    let cases: &[(&str, &str)] = &[
+        ("RUN_TIMEOUT_SECS", "1000000000000000000"),
+        ("RUN_TIMEOUT_SECS", "18446744073709551614"),
+        ("RUN_TIMEOUT_SECS", "0"),
+        ("LEGACY_WAIT_SECS", "0"),
+        ("INSTRUCTOR_TOKEN", " secret "),
+        ("INSTRUCTOR_TOKEN", ""),
+        ("CHILD_MEMORY_MB", "1"),
+        ("CHILD_MEMORY_MB", "30"),
+        ("CHILD_MAX_PROCESSES", "0"),
+        ("CHILD_OPEN_FILES", "3"),
+        ("ENGINE_MEMORY_MB", "100"),
+        ("MAX_HEADERS", "0"),
+        ("MAX_BATCH_JOBS", "0"),
+        ("CHILD_UID", "0"),
+        ("CHILD_GID", "4294967295"),
+        ("FRONTEND_URL", "example.com"),
+        ("HOST", " 127.0.0.1"),
+    ];
+    for (setting, value) in cases {
+        // Arrange
+        let dir = tempfile::tempdir().expect("dir");
+        let database = dir.path().join("data/x.db");
+
+        // Act
+        let refusal = start_expecting_refusal(dir.path(), &database, &[(setting, value)]);
+
+        // Assert
+        assert_refused(&refusal, setting);
+        assert!(
+            !database.parent().expect("folder").exists(),
+            "{setting}={value:?}: the refused server made the database folder"
+        );
+        if *setting == "INSTRUCTOR_TOKEN" && !value.trim().is_empty() {
+            assert!(
+                !refusal.log.contains(value.trim()),
+                "the refusal shows the token: {}",
+                refusal.log
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn host_takes_a_name() {
+    // Arrange, Act
+    let server = TestServer::start_with(&[("HOST", "localhost")]).await;
+
+    // Assert
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+}
