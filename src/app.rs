@@ -20,6 +20,7 @@ use crate::instance::{
 use crate::job_signals::JobSignals;
 use crate::python_runner::PythonRunner;
 use crate::queue::JobQueue;
+use crate::sandbox::plan::Probe;
 use crate::sandbox::{plan_containment, ChildLimits, Containment};
 use crate::store::Store;
 use crate::worker::Worker;
@@ -34,6 +35,8 @@ pub struct Application {
     store: Store,
     signals: Arc<JobSignals>,
     worker: Worker,
+    /// Why learners' code does not run here (reported by `/health`), if it does not.
+    containment_refusal: Option<String>,
     /// Held until the process exits: no second server opens this database meanwhile.
     database_lock: DatabaseLock,
     /// Removed at a clean stop, once the worker (and so every child) is gone.
@@ -70,25 +73,49 @@ impl Application {
         }
 
         let sys_path = match probe_python(&config.python).await {
-            Ok(path) => path,
+            Ok(path) => Some(path),
             Err(problem) => {
                 tracing::warn!(
                     "MeTTa engine unavailable: {problem}. Run scripts/setup.sh to create .venv with hyperon, or set PYTHON."
                 );
-                Vec::new()
+                None
             }
         };
         let executable = std::env::current_exe().context("cannot find the server's executable")?;
         make_database_private(&database);
+        // Children are tried with what they will run: hyperon's import only where the server
+        // itself can import it (a PYTHON without hyperon is not the walls' fault).
+        let python_probe: &[&str] = if sys_path.is_some() {
+            &["-I", "-c", "import hyperon"]
+        } else {
+            &["-I", "-c", "pass"]
+        };
+        let sys_path = sys_path.unwrap_or_default();
+        let keep_visible: Vec<&Path> = [config.python.as_path(), executable.as_path()]
+            .into_iter()
+            .chain(sys_path.iter().map(Path::new))
+            .collect();
         let plan = plan_containment(
-            config.containment_settings(),
+            &config.containment_settings(&database, scratch.path()),
             &[
-                (config.python.as_path(), &["-I", "-c", "import hyperon"]),
-                (executable.as_path(), &["--version"]),
+                Probe {
+                    setting: "PYTHON",
+                    program: &config.python,
+                    args: python_probe,
+                },
+                Probe {
+                    setting: "the server's executable",
+                    program: &executable,
+                    args: &["--version"],
+                },
             ],
+            &keep_visible,
         );
         for warning in &plan.warnings {
             tracing::warn!("containment: {warning}");
+        }
+        if let Some(reason) = &plan.refusal {
+            tracing::error!("containment: learners' code will NOT run on this server: {reason}");
         }
         let engine = EngineSupervisor::new(EngineSettings {
             executable,
@@ -106,6 +133,7 @@ impl Application {
                 },
                 ..plan.engine
             },
+            refusal: plan.refusal.clone(),
             scratch: scratch.path().to_path_buf(),
         });
         let python = PythonRunner::new(
@@ -114,6 +142,7 @@ impl Application {
             plan.python_alternate,
             scratch.path().to_path_buf(),
             config.max_output_bytes,
+            plan.refusal.clone(),
         );
 
         let address = listen_address(&config.host, config.port).await?;
@@ -134,6 +163,7 @@ impl Application {
             store,
             signals,
             worker,
+            containment_refusal: plan.refusal,
             database_lock,
             scratch,
         })
@@ -153,6 +183,7 @@ impl Application {
             store,
             signals,
             worker,
+            containment_refusal,
             database_lock,
             scratch,
         } = self;
@@ -165,6 +196,7 @@ impl Application {
         let app = router(AppState {
             queue,
             config: config.clone(),
+            degraded: containment_refusal.map(Arc::from),
         });
         let worker = tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace()));
 

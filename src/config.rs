@@ -4,7 +4,7 @@
 //!
 //! Nothing else in the crate reads the environment: the rest of the code takes a `Config`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -247,7 +247,7 @@ impl Config {
     }
 
     /// How children are to be contained; `sandbox::plan_containment` checks it against the host.
-    pub fn containment_settings(&self) -> ContainmentSettings {
+    pub fn containment_settings(&self, database: &Path, scratch: &Path) -> ContainmentSettings {
         const MIB: u64 = 1024 * 1024;
         ContainmentSettings {
             limits: ChildLimits {
@@ -275,6 +275,8 @@ impl Config {
             },
             drop_privileges: self.child_drop_privileges,
             isolate_network: self.child_network_isolation,
+            database: database.to_path_buf(),
+            scratch: scratch.to_path_buf(),
         }
     }
 

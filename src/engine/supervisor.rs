@@ -47,6 +47,9 @@ pub struct EngineSettings {
     pub replay_timeout: Duration,
     pub max_output_bytes: usize,
     pub containment: Containment,
+    /// Why no learner's code may run here (a wall cannot be built): the engine is not
+    /// started and every MeTTa job fails with it.
+    pub refusal: Option<String>,
     /// Where the engine's working directory goes (see `instance::ScratchFolder`).
     pub scratch: PathBuf,
 }
@@ -144,6 +147,9 @@ struct NotReceived(String);
 struct EngineProcess {
     child: Child,
     leader: u32,
+    /// The process that runs the engine: the leader, or (in a PID namespace of its own) the
+    /// leader's one child, the leader being the stub that waits for it.
+    engine: u32,
     requests: ChildStdin,
     responses: Lines<BufReader<pipe::Receiver>>,
     stdout: OutputPipe,
@@ -163,7 +169,7 @@ impl EngineProcess {
     /// engine itself; their own orphans come to the server, whose worker reaps them.
     /// Cheap when there is nothing: one look at the engine's children.
     fn kill_leftovers(&self) {
-        for pid in children_of(self.leader) {
+        for pid in children_of(self.engine) {
             // SAFETY: signalling a process; no memory effects.
             unsafe {
                 libc::kill(-(pid as i32), libc::SIGKILL);
@@ -613,7 +619,12 @@ impl EngineSupervisor {
     }
 
     async fn spawn(&mut self) -> Result<EngineProcess, String> {
-        let containment = self.settings.containment;
+        if let Some(reason) = &self.settings.refusal {
+            return Err(format!(
+                "this server runs no learner's code until its operator fixes its containment: {reason}"
+            ));
+        }
+        let containment = self.settings.containment.clone();
         let work_dir = child_work_dir(&self.settings.scratch, "engine-", containment.identity)
             .map_err(|err| format!("cannot create the engine's working directory: {err}"))?;
         let (response_reader, response_writer) = cloexec_pipe()
@@ -621,7 +632,8 @@ impl EngineSupervisor {
         let sys_path =
             serde_json::to_string(&self.settings.sys_path).unwrap_or_else(|_| "[]".into());
         let mut command =
-            contained_command(&self.settings.executable, work_dir.path(), containment);
+            contained_command(&self.settings.executable, work_dir.path(), &containment)
+                .map_err(|err| format!("cannot prepare the engine's containment: {err}"))?;
         command
             .arg("engine")
             .arg("--max-live-sessions")
@@ -648,6 +660,7 @@ impl EngineSupervisor {
         let mut process = EngineProcess {
             child,
             leader,
+            engine: leader,
             requests,
             responses: BufReader::new(receiver).lines(),
             stdout,
@@ -683,6 +696,10 @@ impl EngineSupervisor {
                     tracing::info!(hyperon = %version, "MeTTa engine ready");
                 }
                 self.hyperon_version = Some(version);
+                if containment.forks_stub() {
+                    // The engine answered, so the stub's one child exists by now.
+                    process.engine = children_of(leader).first().copied().unwrap_or(leader);
+                }
                 Ok(process)
             }
             _ => Err(greeting
