@@ -192,6 +192,7 @@ impl Application {
             signals,
             config.max_queued_jobs,
             shutdown.clone(),
+            config.shutdown_grace(),
         );
         let app = router(AppState {
             queue,

@@ -25,6 +25,9 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
 
 static NEXT_UID: AtomicU32 = AtomicU32::new(0);
 
+/// The file by which the server marks its scratch folder as its own.
+const SCRATCH_MARKER: &str = ".metta-learner-scratch";
+
 /// A pair of uids no other test (of this run or of a concurrent one) uses, so a test can find
 /// its children by uid and a fork bomb's RLIMIT_NPROC counts only its own processes.
 fn fresh_uids() -> ([u32; 2], u32) {
@@ -308,9 +311,10 @@ impl Sandbox {
                     .collect()
             })
             .unwrap_or_default();
+        // The marker that says the folder is the server's own stays for the server's life.
         let extra_entries = entries
             .into_iter()
-            .filter(|name| !kept.contains(name))
+            .filter(|name| !kept.contains(name) && name != SCRATCH_MARKER)
             .collect();
         (stray, extra_entries)
     }
