@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 /// What the namespaces hide, decided once at start-up (see `plan::plan_containment`).
 #[derive(Debug, Clone)]
 pub struct NamespaceWalls {
-    /// Folders covered by an empty tmpfs (the database's folder when nothing children run
-    /// lives in it).
+    /// Folders covered by an empty tmpfs that nobody may enter (the database's folder when
+    /// nothing children run lives in it).
     pub hidden_folders: Vec<PathBuf>,
-    /// Files covered by `/dev/null` (the database's files when its folder also holds what
-    /// children run, such as a checkout with `.venv`).
+    /// Files covered by a file nobody may open (the database's files when its folder also
+    /// holds what children run, such as a checkout with `.venv`).
     pub hidden_files: Vec<PathBuf>,
     /// The scratch folder: covered by an empty tmpfs, the child's own folder bound back.
     pub scratch: PathBuf,
@@ -62,6 +62,8 @@ struct PreparedWalls {
     hidden_files: Vec<CString>,
     scratch: CString,
     work_dir: CString,
+    /// A file nobody may open, in the scratch cover, bound over each hidden file.
+    file_cover: CString,
 }
 
 impl PreparedNamespaces {
@@ -85,6 +87,7 @@ impl PreparedNamespaces {
                     .collect::<io::Result<_>>()?,
                 scratch: c_path(&walls.scratch)?,
                 work_dir: c_path(work_dir)?,
+                file_cover: c_path(&walls.scratch.join(".hidden"))?,
             }),
         };
         let line = |id: u32| {
@@ -240,26 +243,8 @@ fn build_walls(walls: &PreparedWalls) -> io::Result<()> {
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         ))?;
-        for folder in &walls.hidden_folders {
-            check(libc::mount(
-                c"tmpfs".as_ptr(),
-                folder.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                c"mode=0700,size=4k".as_ptr().cast(),
-            ))?;
-        }
-        for file in &walls.hidden_files {
-            check(libc::mount(
-                c"/dev/null".as_ptr(),
-                file.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))?;
-        }
-        // Keep a handle on the child's own folder, cover the scratch folder, and bind the
-        // folder back at its place in the (empty) cover.
+        // Keep a handle on the child's own folder, cover the scratch folder (the other
+        // children's folders) with an empty tmpfs, and bind the folder back in it.
         let own = libc::open(
             walls.work_dir.as_ptr(),
             libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
@@ -270,7 +255,7 @@ fn build_walls(walls: &PreparedWalls) -> io::Result<()> {
             walls.scratch.as_ptr(),
             c"tmpfs".as_ptr(),
             libc::MS_NOSUID | libc::MS_NODEV,
-            c"mode=0755".as_ptr().cast(),
+            c"mode=0755,size=64k".as_ptr().cast(),
         ))?;
         check(libc::mkdir(walls.work_dir.as_ptr(), 0o700))?;
         let mut buffer = [0u8; 64];
@@ -283,6 +268,35 @@ fn build_walls(walls: &PreparedWalls) -> io::Result<()> {
             std::ptr::null(),
         ))?;
         libc::close(own);
+        // A database folder goes under a tmpfs nobody may enter (mode 0); single database
+        // files under a file nobody may open, made in the scratch cover.
+        for folder in &walls.hidden_folders {
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                folder.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                c"mode=0000,size=4k".as_ptr().cast(),
+            ))?;
+        }
+        if !walls.hidden_files.is_empty() {
+            let cover = libc::open(
+                walls.file_cover.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                0,
+            );
+            check(cover)?;
+            libc::close(cover);
+        }
+        for file in &walls.hidden_files {
+            check(libc::mount(
+                walls.file_cover.as_ptr(),
+                file.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+        }
     }
     // Everything read-only (and no set-uid programs), then the own folder writable again.
     mount_setattr(c"/", true, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0)?;

@@ -8,6 +8,7 @@ mod bad_input;
 mod batches;
 mod contract;
 mod hostile_code;
+mod hostile_code_as_a_normal_user;
 mod hostile_requests;
 mod jobs;
 mod metta;

@@ -29,6 +29,8 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     logs: Arc<Mutex<String>>,
     pub client: reqwest::Client,
+    /// The uid and gid the server runs as (`None`: the tests' own).
+    run_as: Option<(u32, u32)>,
 }
 
 impl TestServer {
@@ -39,6 +41,12 @@ impl TestServer {
 
     /// Starts a server with extra environment variables (e.g. `("RUN_TIMEOUT_SECS", "2")`).
     pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        Self::start_as(None, env).await
+    }
+
+    /// Starts a server as `user` (uid, gid), which then owns the test's folder, or as the
+    /// tests' own user (`None`).
+    pub async fn start_as(user: Option<(u32, u32)>, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("mlb-test-")
             .tempdir()
@@ -56,7 +64,12 @@ impl TestServer {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .expect("client"),
+            run_as: user,
         };
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(server.dir.path(), Some(uid), Some(gid))
+                .expect("give the test's folder to the server's user");
+        }
         server.launch();
         server
     }
@@ -83,6 +96,10 @@ impl TestServer {
             .stderr(Stdio::piped());
         for (key, value) in &self.env {
             command.env(key, value);
+        }
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
         }
         let mut child = command.spawn().expect("start the server binary");
         let stderr = child.stderr.take().expect("stderr");
