@@ -272,3 +272,107 @@ async fn host_takes_a_name() {
     let (status, health) = server.get("/health").await;
     assert_eq!(status, 200, "{health}");
 }
+
+// ----- fail closed ----------------------------------------------------------------------------
+
+/// A Python job that says who it runs as and whether it can read /etc/shadow.
+const WHO_AM_I: &str = "import os
+print('uid', os.getuid())
+try:
+    open('/etc/shadow').read()
+    print('read /etc/shadow')
+except OSError as e:
+    print('shadow refused', type(e).__name__)";
+
+#[tokio::test]
+async fn a_python_the_child_uid_cannot_reach_fails_closed_naming_the_setting() {
+    // Arrange: PYTHON behind a folder only root may enter.
+    let hidden = tempfile::tempdir().expect("a root-only folder");
+    std::fs::set_permissions(
+        hidden.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod 0700");
+    let python = hidden.path().join("python");
+    std::os::unix::fs::symlink(project_python(), &python).expect("symlink");
+    let python_text = python.display().to_string();
+
+    // Act
+    let server = TestServer::start_with(&[("PYTHON", &python_text)]).await;
+    let (status, health) = server.get("/health").await;
+    let python_job = server.run(python_job(WHO_AM_I)).await;
+    let metta_job = server.metta("closed", "!(+ 1 2)").await;
+
+    // Assert: it starts, says why it runs no code, and runs none (never as root).
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    let reason = health["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("CHILD_UID") && reason.contains(&python_text),
+        "the reason names the setting and the path: {reason}"
+    );
+    assert!(
+        reason.contains("os error 13") || reason.contains("Permission denied"),
+        "the reason says the error: {reason}"
+    );
+    for job in [&python_job, &metta_job] {
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["errorKind"], "service", "{job}");
+        assert!(
+            job["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("CHILD_UID"),
+            "the job says why: {job}"
+        );
+        assert!(
+            !job["output"].as_str().unwrap_or_default().contains("uid 0"),
+            "{job}"
+        );
+    }
+    assert!(
+        server.logs().contains("learners' code will NOT run"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[tokio::test]
+async fn a_python_without_hyperon_still_runs_jobs_under_the_unprivileged_uid() {
+    // Arrange: a system interpreter without hyperon (the engine cannot start with it).
+    let system_python = ["/usr/bin/python3.11", "/usr/bin/python3"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .expect("a system python3");
+
+    // Act
+    let server = TestServer::start_with(&[("PYTHON", system_python)]).await;
+    let job = server.run(python_job(WHO_AM_I)).await;
+
+    // Assert: the missing hyperon is not taken for a wall that cannot be built.
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", server.logs());
+    let output = job["output"].as_str().unwrap_or_default();
+    assert!(output.contains("uid 65534"), "{job}");
+    assert!(output.contains("shadow refused"), "{job}");
+    let (_, health) = server.get("/health").await;
+    assert_eq!(health["status"], "ok", "{health}");
+}
+
+#[tokio::test]
+async fn opting_out_of_dropping_privileges_is_explicit_and_said() {
+    // Arrange, Act
+    let server = TestServer::start_with(&[("CHILD_DROP_PRIVILEGES", "false")]).await;
+    let (_, health) = server.get("/health").await;
+
+    // Assert
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(
+        server.logs().contains("CHILD_DROP_PRIVILEGES=false"),
+        "the operator's choice is said at start-up: {}",
+        server.logs()
+    );
+}
+
+fn python_job(code: &str) -> serde_json::Value {
+    json!({"language": "python", "code": code})
+}
