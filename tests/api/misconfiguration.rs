@@ -376,3 +376,24 @@ async fn opting_out_of_dropping_privileges_is_explicit_and_said() {
 fn python_job(code: &str) -> serde_json::Value {
     json!({"language": "python", "code": code})
 }
+
+#[tokio::test]
+async fn a_database_path_that_cannot_be_used_is_refused_naming_it_with_its_cause_said_once() {
+    // Arrange: the database's "folder" is a file.
+    let dir = tempfile::tempdir().expect("dir");
+    let not_a_folder = dir.path().join("plain-file");
+    std::fs::write(&not_a_folder, b"").expect("a file");
+    let database = not_a_folder.join("x.db");
+
+    // Act
+    let refusal = start_expecting_refusal(dir.path(), &database, &[]);
+
+    // Assert
+    assert_refused(&refusal, "DATABASE_URL");
+    assert_eq!(
+        refusal.log.matches("os error 20").count(),
+        1,
+        "the cause is said once: {}",
+        refusal.log
+    );
+}
