@@ -358,12 +358,7 @@ impl Config {
             Range::new("MAX_QUEUED_JOBS", self.max_queued_jobs, 1, 10_000_000),
             Range::new("MAX_BODY_BYTES", size(self.max_body_bytes), KIB, 64 * MIB),
             Range::new("SHUTDOWN_GRACE_SECS", self.shutdown_grace_secs, 0, 3600),
-            Range::new(
-                "MAX_OUTPUT_BYTES",
-                size(self.max_output_bytes),
-                KIB,
-                64 * MIB,
-            ),
+            Range::new("MAX_OUTPUT_BYTES", size(self.max_output_bytes), 1, 64 * MIB),
             // Python code travels as one command-line argument, which Linux caps at 128 KiB.
             Range::new("MAX_CODE_BYTES", size(self.max_code_bytes), 1, 120 * KIB),
             Range::new(

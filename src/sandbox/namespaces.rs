@@ -320,6 +320,14 @@ pub fn enter_pid_namespace() -> io::Result<()> {
         // The stub holds no descriptor beyond stdio: the spawner's error pipe in particular
         // must close when the child execs, or the server would wait for the stub's end.
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        // The stub is a copy of the server's memory: it must never dump it (it re-raises the
+        // signal that killed the child, which may be one that dumps core).
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
         let mut status = 0;
         loop {
             let waited = libc::waitpid(pid, &mut status, 0);

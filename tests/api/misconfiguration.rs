@@ -397,3 +397,55 @@ async fn a_database_path_that_cannot_be_used_is_refused_naming_it_with_its_cause
         refusal.log
     );
 }
+
+// ----- permissions ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_database_beside_what_children_run_leaves_that_folder_open_to_them() {
+    // Arrange: a folder (like a checkout's root) that holds the database and the interpreter
+    // children run.
+    let system_python = ["/usr/bin/python3.11", "/usr/bin/python3"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .expect("a system python3");
+    let checkout = tempfile::tempdir().expect("checkout");
+    std::fs::set_permissions(
+        checkout.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod 0755");
+    let python = checkout.path().join("python");
+    std::os::unix::fs::symlink(system_python, &python).expect("symlink");
+    let database = checkout.path().join("metta.db");
+    let url = format!("sqlite://{}", database.display());
+    let python_text = python.display().to_string();
+
+    // Act
+    let server = TestServer::start_with(&[("DATABASE_URL", &url), ("PYTHON", &python_text)]).await;
+    let job = server.run(python_job(WHO_AM_I)).await;
+
+    // Assert: the folder keeps its mode, children still run from it, unprivileged; the
+    // database itself is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(
+        mode(checkout.path()),
+        0o755,
+        "the folder's mode was changed"
+    );
+    assert_eq!(mode(&database), 0o600, "the database is private");
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", server.logs());
+    assert!(
+        job["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("uid 65534"),
+        "{job}"
+    );
+}
