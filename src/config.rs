@@ -187,16 +187,22 @@ pub struct Config {
     #[arg(long, env = "CHILD_GID", default_value_t = 65534)]
     pub child_gid: u32,
 
-    /// Folder for children's temporary working directories, emptied at start-up (default: a
-    /// folder in the system temp dir named after DATABASE_URL, so two servers never share one).
+    /// Folder for children's temporary working directories (default: a folder in the system
+    /// temp dir named after DATABASE_URL). The server creates it (its parent must exist) or
+    /// takes it empty, marks it as its own, empties it at start-up and removes it at a clean
+    /// stop; one that holds the database or files the server did not make is refused.
     #[arg(long, env = "SCRATCH_DIR")]
     pub scratch_dir: Option<PathBuf>,
 
-    /// Whether a root server runs children under CHILD_UID / ENGINE_UID.
+    /// Whether children are kept from the server's user: a root server runs them under
+    /// CHILD_UID / ENGINE_UID, a normal user's in user, mount and PID namespaces. `false` is
+    /// the explicit opt-out; when the wall cannot be built otherwise, no learner's code runs.
     #[arg(long, env = "CHILD_DROP_PRIVILEGES", default_value_t = true, action = clap::ArgAction::Set)]
     pub child_drop_privileges: bool,
 
-    /// Whether children get a new, empty network namespace (needs root or CAP_SYS_ADMIN).
+    /// Whether children get a new, empty network namespace (root with CAP_SYS_ADMIN, or a
+    /// normal user where unprivileged user namespaces are allowed). `false` is the explicit
+    /// opt-out; when the host refuses it otherwise, no learner's code runs.
     #[arg(long, env = "CHILD_NETWORK_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
     pub child_network_isolation: bool,
 
@@ -499,6 +505,44 @@ mod tests {
                 "README's configuration table lacks {name}"
             );
         }
+    }
+
+    fn parse(args: &[&str]) -> super::Config {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Settings {
+            #[command(flatten)]
+            config: super::Config,
+        }
+        let mut argv = vec!["test"];
+        argv.extend_from_slice(args);
+        Settings::try_parse_from(argv).expect("parses").config
+    }
+
+    #[test]
+    fn a_value_out_of_range_is_refused_naming_the_setting_and_its_range() {
+        let err = parse(&["--run-timeout-secs", "1000000000000000000"])
+            .validate()
+            .expect_err("out of range");
+        assert_eq!(
+            err,
+            "RUN_TIMEOUT_SECS=1000000000000000000 is out of range: it must be from 1 to 3600"
+        );
+        let err = parse(&["--child-memory-mb", "30"])
+            .validate()
+            .expect_err("too small");
+        assert!(
+            err.starts_with("CHILD_MEMORY_MB=30 is out of range: it must be from 128 to")
+                && err.contains("64 MiB"),
+            "{err}"
+        );
+        let err = parse(&["--instructor-token", " secret "])
+            .validate()
+            .expect_err("spaces");
+        assert!(
+            err.contains("INSTRUCTOR_TOKEN") && !err.contains("secret "),
+            "{err}"
+        );
     }
 
     #[test]

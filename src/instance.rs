@@ -49,9 +49,12 @@ pub fn database_file(url: &str) -> Result<PathBuf, InstanceError> {
 }
 
 /// The exclusive claim on one database, held until the process exits (the kernel drops it
-/// then, even after kill -9). The lock is `flock` on `<database>.lock`; SQLite's own locks
-/// are `fcntl` locks, which are independent of it, and no SQLite file is ever opened here
-/// (closing a descriptor of the database would drop SQLite's locks).
+/// then, even after kill -9). The lock is a POSIX record lock (`fcntl(F_SETLK)`) on
+/// `<database>.lock`: it belongs to this process alone, so a child caught between fork and
+/// exec when the server is killed does not keep it held (as it would a `flock`), and
+/// `F_GETLK` names its holder. It is independent of SQLite's own locks on the database file,
+/// which is never opened here (closing a descriptor of a file drops this process's POSIX
+/// locks on it, so only this module may ever open the lock file).
 #[derive(Debug)]
 pub struct DatabaseLock {
     _file: File,
@@ -63,6 +66,15 @@ impl DatabaseLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A write lock on the whole file, for `fcntl`.
+fn whole_file_lock() -> libc::flock {
+    // SAFETY: `flock` is plain data; zero is a valid value for each field.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
 }
 
 /// Takes the database's lock, creating its folder (mode 0700) when missing; a database that
@@ -103,24 +115,32 @@ pub fn lock_database(database: &Path) -> Result<DatabaseLock, InstanceError> {
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(&path)
         .map_err(open_error)?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    let lock = whole_file_lock();
+    // SAFETY: fcntl on a descriptor this function owns, with a valid `flock`.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
         let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        if !matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
             return Err(open_error(err));
         }
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        let holder = match holder.trim().parse::<u32>() {
-            Ok(pid) => format!("pid {pid}"),
-            Err(_) => "a process that did not say its pid".to_string(),
+        let mut holder = whole_file_lock();
+        // SAFETY: as above; F_GETLK fills `holder` with the conflicting lock.
+        let asked = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut holder) };
+        let mut written = String::new();
+        let _ = file.read_to_string(&mut written);
+        let holder = if asked == 0 && holder.l_type != libc::F_UNLCK as libc::c_short {
+            format!("pid {}", holder.l_pid)
+        } else {
+            match written.trim().parse::<u32>() {
+                Ok(pid) => format!("pid {pid}"),
+                Err(_) => "a process that did not say its pid".to_string(),
+            }
         };
         return Err(InstanceError::DatabaseInUse {
             database: database.display().to_string(),
             holder,
         });
     }
-    // Held: say who holds it, for the next one that tries.
+    // Held: say who holds it, for people who look.
     let written = file
         .set_len(0)
         .and_then(|()| file.rewind())
@@ -346,19 +366,15 @@ mod tests {
     }
 
     #[test]
-    fn a_second_lock_on_one_database_is_refused_with_the_holders_pid() {
+    fn the_lock_file_is_made_beside_the_database_with_the_holders_pid() {
+        // A second claim is refused only from another process (POSIX locks are per
+        // process); the misconfiguration suite starts a second server for that.
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("db/x.db");
-        let first = lock_database(&database).expect("first lock");
-        let second = lock_database(&database).expect_err("second lock");
-        let text = second.to_string();
-        assert!(
-            text.contains(&format!("pid {}", std::process::id())),
-            "{text}"
-        );
-        assert!(text.contains("DATABASE_URL"), "{text}");
-        drop(first);
-        lock_database(&database).expect("free again once the first is dropped");
+        let lock = lock_database(&database).expect("lock");
+        assert_eq!(lock.path(), dir.path().join("db/x.db.lock"));
+        let written = std::fs::read_to_string(lock.path()).unwrap();
+        assert_eq!(written.trim(), std::process::id().to_string());
     }
 
     #[test]

@@ -95,9 +95,12 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
             return;
         }
     };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
-    }
+    let signal = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    // Cancel before logging: with its log pipe gone (a supervisor that died), a log line
+    // panics this task, and the server must still stop.
     shutdown.cancel();
+    tracing::info!("{signal} received; shutting down");
 }

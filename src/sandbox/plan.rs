@@ -374,3 +374,44 @@ fn probe_run(
         }
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walls(scratch: &Path) -> NamespaceWalls {
+        NamespaceWalls {
+            hidden_folders: Vec::new(),
+            hidden_files: Vec::new(),
+            scratch: scratch.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn a_database_folder_of_its_own_is_hidden_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let mut walls = walls(&dir.path().join("scratch"));
+        hide_database(
+            &mut walls,
+            &data.join("x.db"),
+            &[&dir.path().join("venv/python")],
+        );
+        assert_eq!(walls.hidden_folders, vec![data.canonicalize().unwrap()]);
+        assert!(walls.hidden_files.is_empty());
+    }
+
+    #[test]
+    fn a_database_beside_what_children_run_is_hidden_file_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkout = dir.path().to_path_buf();
+        let mut walls = walls(&dir.path().join("elsewhere/scratch"));
+        let database = checkout.join("metta.db");
+        hide_database(&mut walls, &database, &[&checkout.join(".venv/bin/python")]);
+        assert!(walls.hidden_folders.is_empty());
+        assert!(walls.hidden_files.contains(&database));
+        assert!(walls.hidden_files.contains(&checkout.join("metta.db-wal")));
+        assert!(walls.hidden_files.contains(&checkout.join("metta.db.lock")));
+    }
+}
