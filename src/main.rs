@@ -38,7 +38,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
+    // A log line that cannot be written (the log pipe is gone) is dropped, not reported on
+    // stderr, which would panic: a server whose supervisor died must still run and stop.
     tracing_subscriber::fmt()
+        .log_internal_errors(false)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
