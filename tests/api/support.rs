@@ -94,6 +94,14 @@ impl TestServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The scratch folder goes in the test's folder (children pass through it to their
+        // own), so a server the test kills -9 leaves nothing in the system temp dir.
+        if !self.env.iter().any(|(key, _)| key == "SCRATCH_DIR") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711))
+                .expect("let children pass through the test's folder");
+            command.env("SCRATCH_DIR", self.dir.path().join("scratch"));
+        }
         for (key, value) in &self.env {
             command.env(key, value);
         }
