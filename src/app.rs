@@ -1,6 +1,8 @@
-//! Assembles the service: opens the store (recovering jobs a crash interrupted), probes the
-//! Python environment, binds the listener, and runs the HTTP server and the one worker until
-//! the shutdown token fires. Tests and `main` both go through `Application`.
+//! Assembles the service: claims the database and a scratch folder (`instance`; a second
+//! server on the same database stops there), opens the store (recovering jobs a crash
+//! interrupted), probes the Python environment, plans how children are contained (failing
+//! closed when a wall cannot be built), binds the listener, and runs the HTTP server and the
+//! one worker until the shutdown token fires. Tests and `main` both go through `Application`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +23,7 @@ use crate::job_signals::JobSignals;
 use crate::python_runner::PythonRunner;
 use crate::queue::JobQueue;
 use crate::sandbox::plan::Probe;
-use crate::sandbox::{plan_containment, ChildLimits, Containment};
+use crate::sandbox::{plan_containment, ChildLimits, Containment, ContainmentPlan};
 use crate::store::Store;
 use crate::worker::Worker;
 
@@ -83,40 +85,14 @@ impl Application {
         };
         let executable = std::env::current_exe().context("cannot find the server's executable")?;
         make_database_private(&database);
-        // Children are tried with what they will run: hyperon's import only where the server
-        // itself can import it (a PYTHON without hyperon is not the walls' fault).
-        let python_probe: &[&str] = if sys_path.is_some() {
-            &["-I", "-c", "import hyperon"]
-        } else {
-            &["-I", "-c", "pass"]
-        };
-        let sys_path = sys_path.unwrap_or_default();
-        let keep_visible: Vec<&Path> = [config.python.as_path(), executable.as_path()]
-            .into_iter()
-            .chain(sys_path.iter().map(Path::new))
-            .collect();
-        let plan = plan_containment(
-            &config.containment_settings(&database, scratch.path()),
-            &[
-                Probe {
-                    setting: "PYTHON",
-                    program: &config.python,
-                    args: python_probe,
-                },
-                Probe {
-                    setting: "the server's executable",
-                    program: &executable,
-                    args: &["--version"],
-                },
-            ],
-            &keep_visible,
+        let plan = plan_children(
+            &config,
+            &database,
+            &scratch,
+            &executable,
+            sys_path.as_deref(),
         );
-        for warning in &plan.warnings {
-            tracing::warn!("containment: {warning}");
-        }
-        if let Some(reason) = &plan.refusal {
-            tracing::error!("containment: learners' code will NOT run on this server: {reason}");
-        }
+        let sys_path = sys_path.unwrap_or_default();
         let engine = EngineSupervisor::new(EngineSettings {
             executable,
             sys_path,
@@ -219,6 +195,51 @@ impl Application {
         drop(database_lock);
         Ok(())
     }
+}
+
+/// Tries the walls on throw-away children running what the real ones run (hyperon's import
+/// only where the server itself imports it: a `PYTHON` without hyperon is not the walls'
+/// fault), and says what it found: a warning per wall switched off, an error when learners'
+/// code will not run at all.
+fn plan_children(
+    config: &Config,
+    database: &Path,
+    scratch: &ScratchFolder,
+    executable: &Path,
+    sys_path: Option<&[String]>,
+) -> ContainmentPlan {
+    let python_probe: &[&str] = if sys_path.is_some() {
+        &["-I", "-c", "import hyperon"]
+    } else {
+        &["-I", "-c", "pass"]
+    };
+    let keep_visible: Vec<&Path> = [config.python.as_path(), executable]
+        .into_iter()
+        .chain(sys_path.unwrap_or_default().iter().map(Path::new))
+        .collect();
+    let plan = plan_containment(
+        &config.containment_settings(database, scratch.path()),
+        &[
+            Probe {
+                setting: "PYTHON",
+                program: &config.python,
+                args: python_probe,
+            },
+            Probe {
+                setting: "the server's executable",
+                program: executable,
+                args: &["--version"],
+            },
+        ],
+        &keep_visible,
+    );
+    for warning in &plan.warnings {
+        tracing::warn!("containment: {warning}");
+    }
+    if let Some(reason) = &plan.refusal {
+        tracing::error!("containment: learners' code will NOT run on this server: {reason}");
+    }
+    plan
 }
 
 /// The address `HOST` names: an address as it is, a name (`localhost`) resolved, its first
