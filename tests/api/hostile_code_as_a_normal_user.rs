@@ -260,3 +260,119 @@ async fn as_a_normal_user_learners_code_cannot_open_network_connections() {
     assert_no_connection(&python_job, "a Python job");
     assert_no_connection(&metta_job, "MeTTa code");
 }
+
+// ----- a host that refuses the namespaces -------------------------------------------------------
+
+/// Runs its arguments (from the fourth on) as uid `argv[1]`, gid `argv[2]`, inside a user
+/// namespace whose kernel refuses any further user namespace (`user.max_user_namespaces` is
+/// 0 there), as a host that forbids unprivileged user namespaces does. The command dies with
+/// this wrapper.
+const REFUSING_HOST: &str = r#"
+import ctypes, os, sys
+CLONE_NEWUSER = 0x10000000
+libc = ctypes.CDLL(None, use_errno=True)
+uid, gid, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+ready_r, ready_w = os.pipe()
+mapped_r, mapped_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(ready_r); os.close(mapped_w)
+    if libc.unshare(CLONE_NEWUSER) != 0:
+        os._exit(90)
+    os.write(ready_w, b"u")
+    os.read(mapped_r, 1)
+    with open("/proc/sys/user/max_user_namespaces", "w") as f:
+        f.write("0")
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    libc.prctl(1, 9)
+    os.execv(argv[0], argv)
+os.close(ready_w); os.close(mapped_r)
+os.read(ready_r, 1)
+for name in ("uid_map", "gid_map"):
+    with open("/proc/%d/%s" % (pid, name), "w") as f:
+        f.write("0 0 4294967295")
+os.write(mapped_w, b"m")
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
+"#;
+
+/// A server run as `SERVER_USER` on a host that refuses it user namespaces.
+async fn server_on_a_refusing_host(env: &[(&str, &str)]) -> (TestServer, tempfile::TempDir) {
+    let (uid, gid) = server_user();
+    let wrapper_dir = tempfile::tempdir().expect("wrapper folder");
+    let wrapper = wrapper_dir.path().join("refusing_host.py");
+    std::fs::write(&wrapper, REFUSING_HOST).expect("write the wrapper");
+    let launcher = vec![
+        "python3".to_string(),
+        wrapper.display().to_string(),
+        uid.to_string(),
+        gid.to_string(),
+    ];
+    let server = TestServer::start_via(Some((uid, gid)), launcher, env).await;
+    (server, wrapper_dir)
+}
+
+async fn assert_fails_closed(server: &TestServer, naming: &[&str]) {
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}\n{}", server.logs());
+    let reason = health["reason"].as_str().unwrap_or_default();
+    for word in naming {
+        assert!(
+            reason.contains(word),
+            "the reason must say {word:?}: {reason}"
+        );
+    }
+    let python_job = python(server, "print('ran')").await;
+    let metta_job = metta(server, "!(+ 1 2)").await;
+    for job in [&python_job, &metta_job] {
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["errorKind"], "service", "{job}");
+        assert!(
+            !job["output"].as_str().unwrap_or_default().contains("ran"),
+            "{job}"
+        );
+        assert!(
+            job["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(naming[0]),
+            "the job says why: {job}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn as_a_normal_user_on_a_host_refusing_namespaces_the_network_wall_fails_closed() {
+    // Arrange, Act
+    let (server, _wrapper) = server_on_a_refusing_host(&[]).await;
+
+    // Assert: the host's refusal (errno 28, ENOSPC) is told apart from a bad setting.
+    assert_fails_closed(
+        &server,
+        &["CHILD_NETWORK_ISOLATION", "refuses", "os error 28"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn as_a_normal_user_on_a_host_refusing_namespaces_the_uid_wall_fails_closed() {
+    // Arrange, Act: the network wall switched off; the namespaces that stand in for another
+    // uid cannot be built either.
+    let (server, _wrapper) =
+        server_on_a_refusing_host(&[("CHILD_NETWORK_ISOLATION", "false")]).await;
+
+    // Assert
+    assert_fails_closed(
+        &server,
+        &[
+            "CHILD_DROP_PRIVILEGES",
+            "not root",
+            "refuses",
+            "os error 28",
+        ],
+    )
+    .await;
+}

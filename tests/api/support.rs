@@ -31,6 +31,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     /// The uid and gid the server runs as (`None`: the tests' own).
     run_as: Option<(u32, u32)>,
+    /// A program (and its arguments) that starts the binary, given as its last argument.
+    launcher: Vec<String>,
 }
 
 impl TestServer {
@@ -47,6 +49,17 @@ impl TestServer {
     /// Starts a server as `user` (uid, gid), which then owns the test's folder, or as the
     /// tests' own user (`None`).
     pub async fn start_as(user: Option<(u32, u32)>, env: &[(&str, &str)]) -> TestServer {
+        Self::start_via(user, Vec::new(), env).await
+    }
+
+    /// Starts the binary through `launcher` (a command that runs its last argument, such as a
+    /// wrapper that sets up the host the server should meet). With `user`, the test's folder
+    /// is that user's, and the launcher (started as the tests' user) must switch to it.
+    pub async fn start_via(
+        user: Option<(u32, u32)>,
+        launcher: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("mlb-test-")
             .tempdir()
@@ -65,6 +78,7 @@ impl TestServer {
                 .build()
                 .expect("client"),
             run_as: user,
+            launcher,
         };
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(server.dir.path(), Some(uid), Some(gid))
@@ -81,7 +95,14 @@ impl TestServer {
 
     fn launch(&mut self) {
         let database_url = format!("sqlite://{}", self.database_path().display());
-        let mut command = Command::new(BINARY);
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BINARY);
+                command
+            }
+            None => Command::new(BINARY),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -105,7 +126,8 @@ impl TestServer {
         for (key, value) in &self.env {
             command.env(key, value);
         }
-        if let Some((uid, gid)) = self.run_as {
+        // A launcher starts as the tests' user and switches to `run_as` itself.
+        if let (Some((uid, gid)), true) = (self.run_as, self.launcher.is_empty()) {
             use std::os::unix::process::CommandExt;
             command.uid(uid).gid(gid);
         }
