@@ -376,3 +376,69 @@ async fn as_a_normal_user_on_a_host_refusing_namespaces_the_uid_wall_fails_close
     )
     .await;
 }
+
+// ----- a fork bomb ----------------------------------------------------------------------------
+
+/// The processes working in a folder of `scratch` (the server's children and all they
+/// started: a child's processes keep its folder as their working directory).
+fn processes_in(scratch: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(scratch))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn as_a_normal_user_a_fork_bomb_is_bounded_and_leaves_nothing() {
+    // Arrange
+    let server =
+        normal_user_server(&[("CHILD_MAX_PROCESSES", "40"), ("RUN_TIMEOUT_SECS", "3")]).await;
+    let scratch = server.dir.path().join("scratch");
+    let code =
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n";
+
+    // Act
+    let submitted = server
+        .submit(json!({"language": "python", "code": code}))
+        .await;
+    let mut most = 0;
+    let watch_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < watch_until {
+        most = most.max(processes_in(&scratch).len());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let job = server
+        .wait_final(submitted["id"].as_str().expect("id"))
+        .await;
+
+    // Assert: the bomb was seen (so the count below means something) and bounded by
+    // CHILD_MAX_PROCESSES (plus the engine and the waiting interpreters);
+    assert!(
+        (7..=40 + 6).contains(&most),
+        "while the fork bomb ran, {most} processes worked in the scratch folder"
+    );
+    // it meets its deadline; afterwards only the engine and the two interpreters
+    // waiting for the next jobs (each a stub and its child) work in the scratch folder.
+    assert_status(&job, "timed_out", "a fork bomb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = processes_in(&scratch);
+        if left.len() <= 6 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "10 s after the fork bomb, {} processes still work in {}",
+            left.len(),
+            scratch.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_still_serving(&server).await;
+}
