@@ -449,3 +449,53 @@ async fn a_database_beside_what_children_run_leaves_that_folder_open_to_them() {
         "{job}"
     );
 }
+
+#[tokio::test]
+async fn a_process_limit_too_small_for_the_child_uid_fails_closed_naming_that_limit() {
+    // Arrange: the Python uid already has ten processes, more than CHILD_MAX_PROCESSES allows.
+    let base = 50_000 + (uuid::Uuid::new_v4().as_u128() % 3_000) as u32 * 3;
+    let mut sleepers: Vec<std::process::Child> = (0..10)
+        .map(|_| {
+            use std::os::unix::process::CommandExt;
+            Command::new("sleep")
+                .arg("120")
+                .uid(base)
+                .gid(65534)
+                .spawn()
+                .expect("a process of the Python uid")
+        })
+        .collect();
+    let uids = [base, base + 1, base + 2].map(|uid| uid.to_string());
+
+    // Act
+    let server = TestServer::start_with(&[
+        ("CHILD_UID", &uids[0]),
+        ("CHILD_ALT_UID", &uids[1]),
+        ("ENGINE_UID", &uids[2]),
+        ("CHILD_MAX_PROCESSES", "8"),
+    ])
+    .await;
+    let (_, health) = server.get("/health").await;
+    let job = server.run(python_job(WHO_AM_I)).await;
+    for sleeper in &mut sleepers {
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
+
+    // Assert: blamed on the limit (the probe passes with the server's own limits), not on
+    // the uid or the host.
+    assert_eq!(health["status"], "degraded", "{health}");
+    let reason = health["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("CHILD_MAX_PROCESSES=8 is too small"),
+        "the reason names the limit: {reason}"
+    );
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CHILD_MAX_PROCESSES"),
+        "{job}"
+    );
+}
