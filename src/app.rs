@@ -1,6 +1,8 @@
-//! Assembles the service: opens the store (recovering jobs a crash interrupted), probes the
-//! Python environment, binds the listener, and runs the HTTP server and the one worker until
-//! the shutdown token fires. Tests and `main` both go through `Application`.
+//! Assembles the service: claims the database and a scratch folder (`instance`; a second
+//! server on the same database stops there), opens the store (recovering jobs a crash
+//! interrupted), probes the Python environment, plans how children are contained (failing
+//! closed when a wall cannot be built), binds the listener, and runs the HTTP server and the
+//! one worker until the shutdown token fires. Tests and `main` both go through `Application`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,10 +16,14 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::engine::{EngineSettings, EngineSupervisor};
 use crate::http::{router, serve, AppState, ConnectionLimits};
+use crate::instance::{
+    database_file, lock_database, make_database_private, DatabaseLock, ScratchFolder,
+};
 use crate::job_signals::JobSignals;
 use crate::python_runner::PythonRunner;
 use crate::queue::JobQueue;
-use crate::sandbox::{plan_containment, prepare_scratch, ChildLimits, Containment};
+use crate::sandbox::plan::Probe;
+use crate::sandbox::{plan_containment, ChildLimits, Containment, ContainmentPlan};
 use crate::store::Store;
 use crate::worker::Worker;
 
@@ -42,6 +48,12 @@ pub struct Application {
     store: Store,
     signals: Arc<JobSignals>,
     worker: Worker,
+    /// Why learners' code does not run here (reported by `/health`), if it does not.
+    containment_refusal: Option<String>,
+    /// Held until the process exits: no second server opens this database meanwhile.
+    database_lock: DatabaseLock,
+    /// Removed at a clean stop, once the worker (and so every child) is gone.
+    scratch: ScratchFolder,
 }
 
 impl Application {
@@ -52,7 +64,16 @@ impl Application {
             .with_context(|| format!("PYTHON path {} is not usable", config.python.display()))?;
 
         protect_server_process();
-        let store = Store::open(&config.database_url, config.sqlite_synchronous)
+        // Claimed before the store is opened: a second server on this database stops here,
+        // having recovered, cleaned and changed nothing.
+        let database = database_file(&config.database_url)?;
+        let database_lock = lock_database(&database)?;
+        let scratch = ScratchFolder::claim(
+            &config.scratch_root(),
+            &database,
+            config.scratch_dir.is_none(),
+        )?;
+        let store = Store::open(&database, config.sqlite_synchronous)
             .await
             .with_context(|| format!("cannot open the database {}", config.database_url))?;
         let recovery = store.recover_interrupted_jobs().await?;
@@ -65,29 +86,24 @@ impl Application {
         }
 
         let sys_path = match probe_python(&config.python).await {
-            Ok(path) => path,
+            Ok(path) => Some(path),
             Err(problem) => {
                 tracing::warn!(
                     "MeTTa engine unavailable: {problem}. Run scripts/setup.sh to create .venv with hyperon, or set PYTHON."
                 );
-                Vec::new()
+                None
             }
         };
         let executable = std::env::current_exe().context("cannot find the server's executable")?;
-        store.restrict_file_access();
-        let scratch = config.scratch_root();
-        prepare_scratch(&scratch)
-            .with_context(|| format!("cannot prepare the scratch folder {}", scratch.display()))?;
-        let plan = plan_containment(
-            config.containment_settings(),
-            &[
-                (config.python.as_path(), &["-I", "-c", "import hyperon"]),
-                (executable.as_path(), &["--version"]),
-            ],
+        make_database_private(&database);
+        let plan = plan_children(
+            &config,
+            &database,
+            &scratch,
+            &executable,
+            sys_path.as_deref(),
         );
-        for warning in &plan.warnings {
-            tracing::warn!("containment: {warning}");
-        }
+        let sys_path = sys_path.unwrap_or_default();
         let engine = EngineSupervisor::new(EngineSettings {
             executable,
             sys_path,
@@ -104,17 +120,19 @@ impl Application {
                 },
                 ..plan.engine
             },
-            scratch: scratch.clone(),
+            refusal: plan.refusal.clone(),
+            scratch: scratch.path().to_path_buf(),
         });
         let python = PythonRunner::new(
             config.python.clone(),
             plan.python,
             plan.python_alternate,
-            scratch,
+            scratch.path().to_path_buf(),
             config.max_output_bytes,
+            plan.refusal.clone(),
         );
 
-        let address = SocketAddr::new(config.host, config.port);
+        let address = listen_address(&config.host, config.port).await?;
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
@@ -132,6 +150,9 @@ impl Application {
             store,
             signals,
             worker,
+            containment_refusal: plan.refusal,
+            database_lock,
+            scratch,
         })
     }
 
@@ -149,6 +170,9 @@ impl Application {
             store,
             signals,
             worker,
+            containment_refusal,
+            database_lock,
+            scratch,
         } = self;
         let client_session_key: Arc<[u8]> = store
             .server_secret(CLIENT_SESSION_SECRET, &fresh_secret())
@@ -160,11 +184,13 @@ impl Application {
             signals,
             config.max_queued_jobs,
             shutdown.clone(),
+            config.shutdown_grace(),
         );
         let app = router(AppState {
             queue,
             config: config.clone(),
             client_session_key,
+            degraded: containment_refusal.map(Arc::from),
         });
         let worker = tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace()));
 
@@ -181,9 +207,73 @@ impl Application {
             tracing::error!("the worker task failed: {err}");
         }
         store.close().await;
-        tracing::info!("shut down cleanly");
+        scratch.remove();
+        tracing::info!(lock = %database_lock.path().display(), "shut down cleanly");
+        drop(database_lock);
         Ok(())
     }
+}
+
+/// Tries the walls on throw-away children running what the real ones run (hyperon's import
+/// only where the server itself imports it: a `PYTHON` without hyperon is not the walls'
+/// fault), and says what it found: a warning per wall switched off, an error when learners'
+/// code will not run at all.
+fn plan_children(
+    config: &Config,
+    database: &Path,
+    scratch: &ScratchFolder,
+    executable: &Path,
+    sys_path: Option<&[String]>,
+) -> ContainmentPlan {
+    let python_probe: &[&str] = if sys_path.is_some() {
+        &["-I", "-c", "import hyperon"]
+    } else {
+        &["-I", "-c", "pass"]
+    };
+    let keep_visible: Vec<&Path> = [config.python.as_path(), executable]
+        .into_iter()
+        .chain(sys_path.unwrap_or_default().iter().map(Path::new))
+        .collect();
+    let plan = plan_containment(
+        &config.containment_settings(database, scratch.path()),
+        &[
+            Probe {
+                setting: "PYTHON",
+                program: &config.python,
+                args: python_probe,
+            },
+            Probe {
+                setting: "the server's executable",
+                program: executable,
+                args: &["--version"],
+            },
+        ],
+        &keep_visible,
+    );
+    for warning in &plan.warnings {
+        tracing::warn!("containment: {warning}");
+    }
+    if let Some(reason) = &plan.refusal {
+        tracing::error!("containment: learners' code will NOT run on this server: {reason}");
+    }
+    plan
+}
+
+/// The address `HOST` names: an address as it is, a name (`localhost`) resolved, its first
+/// address taken.
+async fn listen_address(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let mut addresses = tokio::net::lookup_host((bare, port))
+        .await
+        .with_context(|| {
+            format!("HOST={host} is neither an address nor a name this host resolves")
+        })?;
+    addresses
+        .next()
+        .with_context(|| format!("HOST={host} resolves to no address"))
 }
 
 /// Keeps learners' children away from the server's own secrets: files the server creates are

@@ -4,8 +4,7 @@
 //!
 //! Nothing else in the crate reads the environment: the rest of the code takes a `Config`.
 
-use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -22,6 +21,57 @@ pub enum LegacySessions {
     Shared,
 }
 
+/// Longest `RUN_TIMEOUT_SECS` (an hour): longer runs belong to another kind of service.
+pub const MAX_RUN_TIMEOUT_SECS: u64 = 3600;
+/// Smallest address-space limit of a Python job that an interpreter importing hyperon
+/// starts under (it needs about 64 MiB).
+pub const MIN_CHILD_MEMORY_MB: u64 = 128;
+/// Largest memory setting, in MiB (1 TiB): larger values overflow nothing but mean nothing.
+const MAX_MEMORY_MB: u64 = 1024 * 1024;
+
+/// One numeric setting, its value and the range it must fall in.
+struct Range {
+    name: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+    /// Why the minimum is what it is, when that is not obvious.
+    reason: Option<&'static str>,
+}
+
+impl Range {
+    fn new(name: &'static str, value: u64, min: u64, max: u64) -> Self {
+        Range {
+            name,
+            value,
+            min,
+            max,
+            reason: None,
+        }
+    }
+
+    fn because(self, reason: &'static str) -> Self {
+        Range {
+            reason: Some(reason),
+            ..self
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if (self.min..=self.max).contains(&self.value) {
+            return Ok(());
+        }
+        let why = self
+            .reason
+            .map(|reason| format!(" ({reason})"))
+            .unwrap_or_default();
+        Err(format!(
+            "{}={} is out of range: it must be from {} to {}{why}",
+            self.name, self.value, self.min, self.max
+        ))
+    }
+}
+
 /// Settings of the HTTP server, the queue, the runners and the containment of children.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -29,9 +79,10 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 5000)]
     pub port: u16,
 
-    /// Address to bind.
+    /// Address or host name to bind (`0.0.0.0`, `::`, `127.0.0.1`, `localhost`, …); a name
+    /// is resolved at start-up and the first address it has is bound.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
-    pub host: IpAddr,
+    pub host: String,
 
     /// SQLite database URL; the file and its folder are created when missing.
     #[arg(
@@ -145,16 +196,22 @@ pub struct Config {
     #[arg(long, env = "CHILD_GID", default_value_t = 65534)]
     pub child_gid: u32,
 
-    /// Folder for children's temporary working directories, emptied at start-up (default: a
-    /// folder in the system temp dir named after DATABASE_URL, so two servers never share one).
+    /// Folder for children's temporary working directories (default: a folder in the system
+    /// temp dir named after DATABASE_URL). The server creates it (its parent must exist) or
+    /// takes it empty, marks it as its own, empties it at start-up and removes it at a clean
+    /// stop; one that holds the database or files the server did not make is refused.
     #[arg(long, env = "SCRATCH_DIR")]
     pub scratch_dir: Option<PathBuf>,
 
-    /// Whether a root server runs children under CHILD_UID / ENGINE_UID.
+    /// Whether children are kept from the server's user: a root server runs them under
+    /// CHILD_UID / ENGINE_UID, a normal user's in user, mount and PID namespaces. `false` is
+    /// the explicit opt-out; when the wall cannot be built otherwise, no learner's code runs.
     #[arg(long, env = "CHILD_DROP_PRIVILEGES", default_value_t = true, action = clap::ArgAction::Set)]
     pub child_drop_privileges: bool,
 
-    /// Whether children get a new, empty network namespace (needs root or CAP_SYS_ADMIN).
+    /// Whether children get a new, empty network namespace (root with CAP_SYS_ADMIN, or a
+    /// normal user where unprivileged user namespaces are allowed). `false` is the explicit
+    /// opt-out; when the host refuses it otherwise, no learner's code runs.
     #[arg(long, env = "CHILD_NETWORK_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
     pub child_network_isolation: bool,
 
@@ -211,13 +268,16 @@ impl Config {
     }
 
     /// How children are to be contained; `sandbox::plan_containment` checks it against the host.
-    pub fn containment_settings(&self) -> ContainmentSettings {
+    pub fn containment_settings(&self, database: &Path, scratch: &Path) -> ContainmentSettings {
         const MIB: u64 = 1024 * 1024;
         ContainmentSettings {
             limits: ChildLimits {
                 memory_bytes: self.child_memory_mb.saturating_mul(MIB),
                 // Applied to Python jobs; the long-lived engine is bounded by deadlines instead.
-                cpu_secs: Some(self.child_cpu_secs.unwrap_or(self.run_timeout_secs + 2)),
+                cpu_secs: Some(
+                    self.child_cpu_secs
+                        .unwrap_or(self.run_timeout_secs.saturating_add(2)),
+                ),
                 max_processes: self.child_max_processes,
                 file_size_bytes: self.child_file_size_mb.saturating_mul(MIB),
                 open_files: self.child_open_files,
@@ -236,55 +296,34 @@ impl Config {
             },
             drop_privileges: self.child_drop_privileges,
             isolate_network: self.child_network_isolation,
+            database: database.to_path_buf(),
+            scratch: scratch.to_path_buf(),
         }
     }
 
-    /// Checks the values no type can check; the message names the variable to fix.
+    /// Checks every value against its documented range (the README's table) and the values
+    /// that parse but cannot work; the message names the variable to fix and its range.
     pub fn validate(&self) -> Result<(), String> {
-        let positive = [
-            ("RUN_TIMEOUT_SECS", self.run_timeout_secs),
-            ("MAX_QUEUED_JOBS", self.max_queued_jobs),
-            ("MAX_BODY_BYTES", self.max_body_bytes as u64),
-            ("MAX_OUTPUT_BYTES", self.max_output_bytes as u64),
-            ("MAX_CODE_BYTES", self.max_code_bytes as u64),
-            ("MAX_LIVE_SESSIONS", self.max_live_sessions as u64),
-            ("REPLAY_TIMEOUT_SECS", self.replay_timeout_secs),
-            ("MAX_BATCH_JOBS", self.max_batch_jobs),
-            ("CHILD_MEMORY_MB", self.child_memory_mb),
-            ("HEADER_READ_TIMEOUT_SECS", self.header_read_timeout_secs),
-            ("BODY_READ_TIMEOUT_SECS", self.body_read_timeout_secs),
-            ("MAX_HEADERS", self.max_headers as u64),
-            ("CHILD_OPEN_FILES", self.child_open_files),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(format!("{name} must be greater than 0"));
-            }
-        }
-        if self.engine_memory_mb < 2048 {
-            return Err(
-                "ENGINE_MEMORY_MB must be at least 2048 (the engine reserves 1 GiB)".into(),
-            );
-        }
-        if self.max_header_bytes < 8192 {
-            return Err("MAX_HEADER_BYTES must be at least 8192".into());
+        for setting in self.ranges() {
+            setting.check()?;
         }
         if self.rate_limit_per_minute > 0 && self.rate_limit_burst == 0 {
             return Err(
                 "RATE_LIMIT_BURST must be at least 1 when RATE_LIMIT_PER_MINUTE is set".into(),
             );
         }
-        if [
-            self.child_uid,
-            self.child_alt_uid,
-            self.engine_uid,
-            self.child_gid,
-        ]
-        .contains(&0)
-        {
-            return Err(
-                "CHILD_UID, CHILD_ALT_UID, ENGINE_UID and CHILD_GID must not be 0 (root)".into(),
-            );
+        let uids = [
+            ("CHILD_UID", self.child_uid),
+            ("CHILD_ALT_UID", self.child_alt_uid),
+            ("ENGINE_UID", self.engine_uid),
+            ("CHILD_GID", self.child_gid),
+        ];
+        for (name, id) in uids {
+            if id == 0 || id == u32::MAX {
+                return Err(format!(
+                    "{name}={id} is not allowed: it must be an unprivileged id from 1 to 4294967294 (0 is root, 4294967295 means \"no id\")"
+                ));
+            }
         }
         if self.child_uid == self.engine_uid
             || self.child_alt_uid == self.engine_uid
@@ -292,11 +331,139 @@ impl Config {
         {
             return Err("CHILD_UID, CHILD_ALT_UID and ENGINE_UID must all differ".into());
         }
-        // Python code travels as one command-line argument, which Linux caps at 128 KiB.
-        if self.max_code_bytes > 120 * 1024 {
-            return Err("MAX_CODE_BYTES may be at most 122880 (120 KiB)".into());
+        if self.host.trim().is_empty() || self.host.trim() != self.host {
+            return Err(format!(
+                "HOST={:?} must be an address or a host name without surrounding spaces",
+                self.host
+            ));
+        }
+        if let Some(token) = &self.instructor_token {
+            if token.is_empty() {
+                return Err(
+                    "INSTRUCTOR_TOKEN is set but empty; unset it to turn the instructor endpoints off"
+                        .into(),
+                );
+            }
+            if token.trim() != token {
+                return Err(
+                    "INSTRUCTOR_TOKEN starts or ends with whitespace, which a client would have to send too; remove it (the value is not shown)"
+                        .into(),
+                );
+            }
+        }
+        if let Some(list) = &self.frontend_url {
+            for origin in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                    return Err(format!(
+                        "FRONTEND_URL: {origin:?} is not an origin (write http://host or https://host, comma-separated)"
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Every numeric setting with its range, in the README's order.
+    fn ranges(&self) -> Vec<Range> {
+        const KIB: u64 = 1024;
+        const MIB: u64 = 1024 * 1024;
+        let size = |value: usize| value as u64;
+        vec![
+            Range::new(
+                "RUN_TIMEOUT_SECS",
+                self.run_timeout_secs,
+                1,
+                MAX_RUN_TIMEOUT_SECS,
+            ),
+            Range::new("MAX_BATCH_JOBS", self.max_batch_jobs, 1, 1024),
+            Range::new("MAX_QUEUED_JOBS", self.max_queued_jobs, 1, 10_000_000),
+            Range::new("MAX_BODY_BYTES", size(self.max_body_bytes), KIB, 64 * MIB),
+            Range::new("SHUTDOWN_GRACE_SECS", self.shutdown_grace_secs, 0, 3600),
+            Range::new("MAX_OUTPUT_BYTES", size(self.max_output_bytes), 1, 64 * MIB),
+            // Python code travels as one command-line argument, which Linux caps at 128 KiB.
+            Range::new("MAX_CODE_BYTES", size(self.max_code_bytes), 1, 120 * KIB),
+            Range::new(
+                "MAX_LIVE_SESSIONS",
+                size(self.max_live_sessions),
+                1,
+                100_000,
+            ),
+            Range::new(
+                "ENGINE_KILL_GRACE_MS",
+                self.engine_kill_grace_ms,
+                0,
+                600_000,
+            ),
+            Range::new("REPLAY_TIMEOUT_SECS", self.replay_timeout_secs, 1, 3600),
+            Range::new(
+                "CHILD_MEMORY_MB",
+                self.child_memory_mb,
+                MIN_CHILD_MEMORY_MB,
+                MAX_MEMORY_MB,
+            )
+            .because("Python with hyperon needs about 64 MiB of address space to start"),
+            Range::new(
+                "CHILD_CPU_SECS",
+                self.child_cpu_secs.unwrap_or(1),
+                1,
+                MAX_RUN_TIMEOUT_SECS + 2,
+            ),
+            Range::new(
+                "ENGINE_MEMORY_MB",
+                self.engine_memory_mb,
+                2048,
+                MAX_MEMORY_MB,
+            )
+            .because("the engine reserves 1 GiB for its stack and interpreter"),
+            Range::new(
+                "CHILD_MAX_PROCESSES",
+                self.child_max_processes,
+                8,
+                1_000_000,
+            )
+            .because("the interpreter and its threads count as processes"),
+            Range::new(
+                "CHILD_FILE_SIZE_MB",
+                self.child_file_size_mb,
+                1,
+                MAX_MEMORY_MB,
+            ),
+            Range::new("CHILD_OPEN_FILES", self.child_open_files, 16, 1_048_576)
+                .because("the interpreter opens about a dozen files to start"),
+            Range::new(
+                "HEADER_READ_TIMEOUT_SECS",
+                self.header_read_timeout_secs,
+                1,
+                3600,
+            ),
+            Range::new(
+                "BODY_READ_TIMEOUT_SECS",
+                self.body_read_timeout_secs,
+                1,
+                3600,
+            ),
+            Range::new(
+                "MAX_HEADER_BYTES",
+                size(self.max_header_bytes),
+                8 * KIB,
+                MIB,
+            ),
+            Range::new("MAX_HEADERS", size(self.max_headers), 8, 1024),
+            Range::new(
+                "RATE_LIMIT_PER_MINUTE",
+                u64::from(self.rate_limit_per_minute),
+                0,
+                1_000_000,
+            ),
+            Range::new(
+                "RATE_LIMIT_BURST",
+                u64::from(self.rate_limit_burst),
+                0,
+                1_000_000,
+            ),
+            Range::new("LEGACY_WAIT_SECS", self.legacy_wait_secs, 1, 3600)
+                .because("0 would answer every playground request 408 at once"),
+        ]
     }
 
     /// Resident memory (MiB) past which the engine stops a run: its limit less 1 GiB for its
@@ -353,6 +520,44 @@ mod tests {
                 "README's configuration table lacks {name}"
             );
         }
+    }
+
+    fn parse(args: &[&str]) -> super::Config {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Settings {
+            #[command(flatten)]
+            config: super::Config,
+        }
+        let mut argv = vec!["test"];
+        argv.extend_from_slice(args);
+        Settings::try_parse_from(argv).expect("parses").config
+    }
+
+    #[test]
+    fn a_value_out_of_range_is_refused_naming_the_setting_and_its_range() {
+        let err = parse(&["--run-timeout-secs", "1000000000000000000"])
+            .validate()
+            .expect_err("out of range");
+        assert_eq!(
+            err,
+            "RUN_TIMEOUT_SECS=1000000000000000000 is out of range: it must be from 1 to 3600"
+        );
+        let err = parse(&["--child-memory-mb", "30"])
+            .validate()
+            .expect_err("too small");
+        assert!(
+            err.starts_with("CHILD_MEMORY_MB=30 is out of range: it must be from 128 to")
+                && err.contains("64 MiB"),
+            "{err}"
+        );
+        let err = parse(&["--instructor-token", " secret "])
+            .validate()
+            .expect_err("spaces");
+        assert!(
+            err.contains("INSTRUCTOR_TOKEN") && !err.contains("secret "),
+            "{err}"
+        );
     }
 
     #[test]

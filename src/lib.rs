@@ -15,6 +15,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod instance;
 pub mod job_signals;
 pub mod python_runner;
 pub mod queue;

@@ -38,7 +38,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
+    // A log line that cannot be written (the log pipe is gone) is dropped, not reported on
+    // stderr, which would panic: a server whose supervisor died must still run and stop.
     tracing_subscriber::fmt()
+        .log_internal_errors(false)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -62,11 +65,27 @@ fn serve(config: Config) -> ExitCode {
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                tracing::error!("{err:#}");
+                tracing::error!("{}", describe_error(&err));
                 ExitCode::FAILURE
             }
         }
     })
+}
+
+/// The error and its causes, each said once: a cause whose text the message before it already
+/// carries (thiserror messages that print their source) is not repeated.
+fn describe_error(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Fires the shutdown token on SIGTERM or SIGINT.
@@ -79,9 +98,12 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
             return;
         }
     };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
-    }
+    let signal = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    // Cancel before logging: with its log pipe gone (a supervisor that died), a log line
+    // panics this task, and the server must still stop.
     shutdown.cancel();
+    tracing::info!("{signal} received; shutting down");
 }

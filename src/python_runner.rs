@@ -189,7 +189,7 @@ const READY_INTERPRETERS: usize = 2;
 pub struct PythonRunner {
     pub python: PathBuf,
     pub containment: Containment,
-    /// Where the per-job working directories go (see `sandbox::prepare_scratch`).
+    /// Where the per-job working directories go (see `instance::ScratchFolder`).
     pub scratch: PathBuf,
     pub max_output_bytes: usize,
     /// The identity of every other interpreter (see `ContainmentPlan::python_alternate`).
@@ -202,6 +202,8 @@ pub struct PythonRunner {
     spawner: Option<Spawner>,
     /// Whether the last start failed (then none is started ahead until a job asks).
     start_failing: bool,
+    /// Why no learner's code may run here (a wall cannot be built): every job fails with it.
+    refusal: Option<String>,
 }
 
 impl PythonRunner {
@@ -211,6 +213,7 @@ impl PythonRunner {
         alternate: Option<Identity>,
         scratch: PathBuf,
         max_output_bytes: usize,
+        refusal: Option<String>,
     ) -> Self {
         PythonRunner {
             python,
@@ -222,6 +225,7 @@ impl PythonRunner {
             waiting: std::collections::VecDeque::new(),
             spawner: None,
             start_failing: false,
+            refusal,
         }
     }
 
@@ -237,7 +241,10 @@ impl PythonRunner {
     /// Starts interpreters for the next jobs, until `READY_INTERPRETERS` wait, unless
     /// starting fails. The spawns happen on the spawner thread; this returns at once.
     pub fn prepare_next(&mut self) {
-        while self.waiting.len() < READY_INTERPRETERS && !self.start_failing {
+        while self.waiting.len() < READY_INTERPRETERS
+            && !self.start_failing
+            && self.refusal.is_none()
+        {
             let starting = self.start_next();
             self.waiting.push_back(starting);
         }
@@ -278,7 +285,7 @@ impl PythonRunner {
 
     /// The next interpreter's start: identities alternate in start order.
     fn next_start(&mut self) -> InterpreterStart {
-        let mut containment = self.containment;
+        let mut containment = self.containment.clone();
         self.started += 1;
         if self.started % 2 == 0 && self.alternate.is_some() {
             containment.identity = self.alternate;
@@ -292,6 +299,15 @@ impl PythonRunner {
 
     /// Runs `code` with `stdin` until it exits or `timeout` passes.
     pub async fn run(&mut self, code: &str, stdin: Option<&str>, timeout: Duration) -> PythonRun {
+        if let Some(reason) = &self.refusal {
+            return PythonRun {
+                exit: PythonExit::SpawnFailed(format!(
+                    "this server runs no learner's code until its operator fixes its containment: {reason}"
+                )),
+                stdout: CapturedOutput::default(),
+                stderr: CapturedOutput::default(),
+            };
+        }
         let ready = match self.waiting.pop_front() {
             Some(ready) => ready,
             None => self.start_next(),
@@ -375,7 +391,8 @@ fn start_interpreter(start: InterpreterStart) -> Result<WaitingInterpreter, Stri
         .map_err(|err| format!("cannot create a working directory: {err}"))?;
     let (code_reader, code_writer) =
         cloexec_pipe().map_err(|err| format!("cannot create a pipe: {err}"))?;
-    let mut command = contained_command(&start.python, work_dir.path(), start.containment);
+    let mut command = contained_command(&start.python, work_dir.path(), &start.containment)
+        .map_err(|err| format!("cannot prepare the interpreter's containment: {err}"))?;
     command.arg("-I").arg("-c").arg(BOOTSTRAP);
     pass_fd_as(&mut command, &code_reader, CODE_FD);
     let child = command.spawn().map_err(|err| {

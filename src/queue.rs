@@ -34,11 +34,14 @@ pub struct JobQueue {
     store: Store,
     signals: Arc<JobSignals>,
     max_queued: u64,
-    /// Long waits end early at shutdown, so the server can stop promptly.
+    /// Long waits end early at shutdown, so the server can stop promptly (a running job's
+    /// waiters wait on for its grace period).
     shutdown: CancellationToken,
     /// The (scope, idempotency key) pairs of submissions being accepted right now: a second
     /// request with the same pair is answered `KeyInFlight` instead of racing the first.
     keys_in_flight: Arc<std::sync::Mutex<HashSet<(String, String)>>>,
+    /// How long the worker lets a running job finish after shutdown begins.
+    shutdown_grace: Duration,
 }
 
 impl JobQueue {
@@ -47,6 +50,7 @@ impl JobQueue {
         signals: Arc<JobSignals>,
         max_queued: u64,
         shutdown: CancellationToken,
+        shutdown_grace: Duration,
     ) -> Self {
         JobQueue {
             store,
@@ -54,7 +58,14 @@ impl JobQueue {
             max_queued,
             shutdown,
             keys_in_flight: Arc::default(),
+            shutdown_grace,
         }
+    }
+
+    /// Whether the server is stopping (a job not final now will not be run before it stops,
+    /// unless it is running and finishes within the grace period).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
     pub fn store(&self) -> &Store {
@@ -128,25 +139,39 @@ impl JobQueue {
     }
 
     /// Waits from `job` (read after `waiter` started) until it is final, `limit` passes or
-    /// the server stops; then answers with the announced record, or reads the job again.
+    /// the server stops (a job running then is waited for through the grace period the
+    /// worker gives it, within `limit`); then answers with the announced record, or reads the
+    /// job again.
     async fn wait_with(
         &self,
         mut waiter: FinishWaiter,
         job: JobRecord,
         limit: Duration,
     ) -> Result<JobRecord, StoreError> {
-        if job.status.is_final() || limit.is_zero() || self.shutdown.is_cancelled() {
+        if job.status.is_final() || limit.is_zero() {
             return Ok(job);
         }
-        tokio::select! {
-            finished = tokio::time::timeout(limit, waiter.finished()) => {
-                if let Ok(Some(record)) = finished {
-                    return Ok(record.as_ref().clone());
+        let deadline = tokio::time::Instant::now() + limit;
+        if !self.shutdown.is_cancelled() {
+            tokio::select! {
+                finished = tokio::time::timeout_at(deadline, waiter.finished()) => {
+                    if let Ok(Some(record)) = finished {
+                        return Ok(record.as_ref().clone());
+                    }
+                    return Ok(self.store.get_job(job.id).await?.unwrap_or(job));
                 }
+                _ = self.shutdown.cancelled() => {}
             }
-            _ = self.shutdown.cancelled() => {}
         }
-        Ok(self.store.get_job(job.id).await?.unwrap_or(job))
+        let current = self.store.get_job(job.id).await?.unwrap_or(job);
+        if current.status != crate::domain::JobStatus::Running {
+            return Ok(current);
+        }
+        let grace_end = deadline.min(tokio::time::Instant::now() + self.shutdown_grace);
+        if let Ok(Some(record)) = tokio::time::timeout_at(grace_end, waiter.finished()).await {
+            return Ok(record.as_ref().clone());
+        }
+        Ok(self.store.get_job(current.id).await?.unwrap_or(current))
     }
 }
 

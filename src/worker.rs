@@ -404,6 +404,7 @@ async fn metta_request(store: &Store, claimed: &ClaimedJob) -> Result<MettaReque
         generation: claimed.generation,
         history: None,
         code: job.code.clone(),
+        stdin: job.stdin.clone(),
         after: Vec::new(),
         timeout: job_timeout(job),
         success_generation: claimed.generation + 1,

@@ -1,7 +1,14 @@
 //! The engine child: `metta-learner-backend engine`. It embeds Python through pyo3, loads
-//! `driver.py` (which imports hyperon), then answers JSON requests, one per stdin line, with JSON
-//! lines on fd 3 (a batch gets one answer per job, as each finishes). fds 1 and 2 stay free for hyperon's and learners' output,
-//! which the supervisor captures. It never opens the database and exits at stdin's end.
+//! `driver.py` (which imports hyperon), then answers JSON requests, one per line read from
+//! fd 4, with JSON lines on fd 3 (a batch gets one answer per job, as each finishes). fds 1
+//! and 2 stay free for hyperon's and learners' output, which the supervisor captures; fd 0 is
+//! each job's own stdin (empty between jobs). It never opens the database and exits at the
+//! end of its requests.
+//!
+//! Both control pipes are moved off 3 and 4 and marked close-on-exec before any learner's code
+//! runs, so a process that code starts never inherits them and `input()` never reads them.
+//! (Code running inside this process can still find them: the engine is as exposed as a
+//! Python job, which is why it is contained like one and disposable.)
 
 use std::ffi::CString;
 use std::fs::File;
@@ -14,6 +21,24 @@ use pyo3::types::PyList;
 
 /// The descriptor the supervisor reads responses from.
 pub const RESPONSE_FD: i32 = 3;
+/// The descriptor the supervisor writes requests to.
+pub const REQUEST_FD: i32 = 4;
+
+/// Lowest descriptor the control pipes move to (away from the small numbers code expects).
+const CONTROL_FD_FLOOR: i32 = 10;
+
+/// Moves `fd` to a close-on-exec descriptor of at least `CONTROL_FD_FLOOR`, closing `fd`.
+fn move_out_of_reach(fd: i32) -> std::io::Result<i32> {
+    // SAFETY: fcntl and close on descriptors the supervisor opened for this process.
+    unsafe {
+        let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, CONTROL_FD_FLOOR);
+        if moved < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+        Ok(moved)
+    }
+}
 
 const DRIVER_SOURCE: &str = include_str!("driver.py");
 
@@ -50,9 +75,21 @@ pub fn run_engine(args: EngineArgs) -> ExitCode {
 }
 
 fn serve_requests(args: EngineArgs) -> ExitCode {
-    // SAFETY: the supervisor opens fd 3 for this process; nothing else in it owns fd 3.
-    let mut responses = unsafe { File::from_raw_fd(RESPONSE_FD) };
-    let driver = match load_driver(&args) {
+    let (Ok(response_fd), Ok(request_fd)) = (
+        move_out_of_reach(RESPONSE_FD),
+        move_out_of_reach(REQUEST_FD),
+    ) else {
+        eprintln!("the engine was started without its control pipes (fds 3 and 4)");
+        return ExitCode::FAILURE;
+    };
+    // SAFETY: both descriptors were just made by `move_out_of_reach`; nothing else owns them.
+    let (mut responses, requests) = unsafe {
+        (
+            File::from_raw_fd(response_fd),
+            File::from_raw_fd(request_fd),
+        )
+    };
+    let driver = match load_driver(&args, response_fd) {
         Ok((driver, version)) => {
             let ready = serde_json::json!({"outcome": "ready", "hyperon": version});
             if writeln!(responses, "{ready}").is_err() {
@@ -68,8 +105,7 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
     };
     let _ = responses.flush();
 
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
+    for line in std::io::BufReader::new(requests).lines() {
         let Ok(line) = line else { break };
         // `None`: the driver wrote the answers itself (a batch answers job by job).
         let response = Python::attach(|py| {
@@ -89,7 +125,7 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
 }
 
 /// Puts the project environment on `sys.path`, imports the driver (and so hyperon).
-fn load_driver(args: &EngineArgs) -> Result<(Py<PyModule>, String), String> {
+fn load_driver(args: &EngineArgs, response_fd: i32) -> Result<(Py<PyModule>, String), String> {
     let folders: Vec<String> = serde_json::from_str(&args.sys_path)
         .map_err(|err| format!("--sys-path is not a JSON list of folders: {err}"))?;
     let source = CString::new(DRIVER_SOURCE).map_err(|err| err.to_string())?;
@@ -102,7 +138,12 @@ fn load_driver(args: &EngineArgs) -> Result<(Py<PyModule>, String), String> {
         let version: String = driver
             .call_method1(
                 "configure",
-                (args.max_live_sessions, cwd, args.memory_budget_mb),
+                (
+                    args.max_live_sessions,
+                    cwd,
+                    args.memory_budget_mb,
+                    response_fd,
+                ),
             )?
             .extract()?;
         Ok((driver.unbind(), version))

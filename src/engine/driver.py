@@ -20,7 +20,7 @@ from hyperon import Environment, MeTTa, RunnerState
 _sessions = collections.OrderedDict()  # session id -> (generation, MeTTa)
 _max_live_sessions = 64
 _work_dir = os.getcwd()
-_RESPONSE_FD = 3
+_RESPONSE_FD = 3  # set by configure(): the child moves it out of reach first
 
 
 # A run whose process grows past this many bytes is stopped (hyperon's evaluation of an
@@ -38,8 +38,9 @@ _MEMORY_CHECK_STEPS = 1 << 16
 _steps_since_memory_check = 0
 
 
-def configure(max_live_sessions, work_dir, memory_budget_mb=4096):
-    global _max_live_sessions, _work_dir, _memory_budget, _recycle_above
+def configure(max_live_sessions, work_dir, memory_budget_mb=4096, response_fd=3):
+    global _max_live_sessions, _work_dir, _memory_budget, _recycle_above, _RESPONSE_FD
+    _RESPONSE_FD = int(response_fd)
     _max_live_sessions = max(1, int(max_live_sessions))
     _work_dir = work_dir
     _memory_budget = int(memory_budget_mb) << 20
@@ -67,6 +68,23 @@ def _mark(marker):
             os.write(fd, marker)
         except OSError:
             pass
+
+
+def _use_stdin(text):
+    """Makes fd 0 (and `sys.stdin`) read `text`, or nothing when it is None: a job reads its
+    own stdin, and everything else (replays, the time between jobs) reads an empty one."""
+    if text:
+        fd = os.memfd_create("stdin", os.MFD_CLOEXEC)
+        data = text.encode("utf-8", "surrogateescape")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    else:
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    os.dup2(fd, 0)
+    os.close(fd)
+    sys.stdin = open(0, "r", encoding="utf-8", errors="surrogateescape", closefd=False)
 
 
 class _Deadline(Exception):
@@ -172,11 +190,13 @@ def _run(req):
     if history is not None:
         _progress(req, "code")
     deadline = time.monotonic() + req["timeoutMs"] / 1000.0
+    _use_stdin(req.get("stdin"))
     _mark(start)
     try:
         results, error, stop = _run_stepwise(metta, req["code"], deadline)
     finally:
         _mark(end)
+        _use_stdin(None)
     response = {
         "results": [[str(atom) for atom in result] for result in results],
         # Exactly what `metta-py` prints for each `!` expression.

@@ -3,7 +3,7 @@
 //! and respawns it when it dies.
 //!
 //! ```text
-//!  worker ──run_metta()──▶ EngineSupervisor ──stdin: one JSON request per line──▶ engine child
+//!  worker ──run_metta()──▶ EngineSupervisor ──fd 4: one JSON request per line───▶ engine child
 //!                              ▲   ▲   ▲                                           (`engine`
 //!                              │   │   └──── fd 3: one JSON response per line ◀─── subcommand,
 //!                              │   └──────── fd 2: trace! / stderr, capped   ◀──── pyo3 + hyperon,

@@ -25,6 +25,9 @@ pub struct RunRequest<'a> {
     /// When present: build the session afresh by running these cells first.
     pub history: Option<&'a [String]>,
     pub code: &'a str,
+    /// What the job's code reads on its standard input (`None`: an empty one). History
+    /// replays read an empty one too.
+    pub stdin: Option<&'a str>,
     /// Cells to run after `code` (re-running an edited cell in the middle of the history).
     pub after: &'a [String],
     pub timeout_ms: u64,

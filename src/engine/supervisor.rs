@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::pipe;
-use tokio::process::{Child, ChildStdin};
+use tokio::process::Child;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::child::RESPONSE_FD;
+use super::child::{REQUEST_FD, RESPONSE_FD};
 use super::protocol::{BatchRequest, EngineResponse, ResponseOutcome, RunRequest};
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
@@ -47,7 +47,10 @@ pub struct EngineSettings {
     pub replay_timeout: Duration,
     pub max_output_bytes: usize,
     pub containment: Containment,
-    /// Where the engine's working directory goes (see `sandbox::prepare_scratch`).
+    /// Why no learner's code may run here (a wall cannot be built): the engine is not
+    /// started and every MeTTa job fails with it.
+    pub refusal: Option<String>,
+    /// Where the engine's working directory goes (see `instance::ScratchFolder`).
     pub scratch: PathBuf,
 }
 
@@ -60,6 +63,8 @@ pub struct MettaRequest {
     /// When present: build the session afresh by running these cells first.
     pub history: Option<Vec<String>>,
     pub code: String,
+    /// The job's standard input (`None`: an empty one).
+    pub stdin: Option<String>,
     /// Cells to run after `code` (re-running an edited cell in the middle of the history).
     pub after: Vec<String>,
     pub timeout: Duration,
@@ -144,7 +149,10 @@ struct NotReceived(String);
 struct EngineProcess {
     child: Child,
     leader: u32,
-    requests: ChildStdin,
+    /// The process that runs the engine: the leader, or (in a PID namespace of its own) the
+    /// leader's one child, the leader being the stub that waits for it.
+    engine: u32,
+    requests: pipe::Sender,
     responses: Lines<BufReader<pipe::Receiver>>,
     stdout: OutputPipe,
     stderr: OutputPipe,
@@ -163,7 +171,7 @@ impl EngineProcess {
     /// engine itself; their own orphans come to the server, whose worker reaps them.
     /// Cheap when there is nothing: one look at the engine's children.
     fn kill_leftovers(&self) {
-        for pid in children_of(self.leader) {
+        for pid in children_of(self.engine) {
             // SAFETY: signalling a process; no memory effects.
             unsafe {
                 libc::kill(-(pid as i32), libc::SIGKILL);
@@ -365,6 +373,7 @@ impl EngineSupervisor {
                     generation: run.generation,
                     history: run.history.as_deref(),
                     code: &run.code,
+                    stdin: run.stdin.as_deref(),
                     after: &run.after,
                     timeout_ms: run.timeout.as_millis() as u64,
                     replay_timeout_ms: replay_timeout.as_millis() as u64,
@@ -407,7 +416,7 @@ impl EngineSupervisor {
         let EngineProcess {
             child,
             leader,
-            requests: stdin,
+            requests: request_pipe,
             responses,
             stdout: stdout_chunks,
             stderr: stderr_chunks,
@@ -415,8 +424,8 @@ impl EngineSupervisor {
         } = process;
 
         let write = async {
-            stdin.write_all(line.as_bytes()).await?;
-            stdin.flush().await
+            request_pipe.write_all(line.as_bytes()).await?;
+            request_pipe.flush().await
         };
         tokio::pin!(write);
         let mut written = false;
@@ -613,15 +622,23 @@ impl EngineSupervisor {
     }
 
     async fn spawn(&mut self) -> Result<EngineProcess, String> {
-        let containment = self.settings.containment;
+        if let Some(reason) = &self.settings.refusal {
+            return Err(format!(
+                "this server runs no learner's code until its operator fixes its containment: {reason}"
+            ));
+        }
+        let containment = self.settings.containment.clone();
         let work_dir = child_work_dir(&self.settings.scratch, "engine-", containment.identity)
             .map_err(|err| format!("cannot create the engine's working directory: {err}"))?;
         let (response_reader, response_writer) = cloexec_pipe()
             .map_err(|err| format!("cannot create the engine's answer pipe: {err}"))?;
+        let (request_reader, request_writer) = cloexec_pipe()
+            .map_err(|err| format!("cannot create the engine's request pipe: {err}"))?;
         let sys_path =
             serde_json::to_string(&self.settings.sys_path).unwrap_or_else(|_| "[]".into());
         let mut command =
-            contained_command(&self.settings.executable, work_dir.path(), containment);
+            contained_command(&self.settings.executable, work_dir.path(), &containment)
+                .map_err(|err| format!("cannot prepare the engine's containment: {err}"))?;
         command
             .arg("engine")
             .arg("--max-live-sessions")
@@ -630,8 +647,11 @@ impl EngineSupervisor {
             .arg(self.settings.memory_budget_mb.to_string())
             .arg("--sys-path")
             .arg(sys_path)
-            .stdin(Stdio::piped());
+            // The engine's own stdin is empty: a job's stdin comes with the job, and no
+            // learner's `input()` can read the engine's requests.
+            .stdin(Stdio::null());
         pass_fd_as(&mut command, &response_writer, RESPONSE_FD);
+        pass_fd_as(&mut command, &request_reader, REQUEST_FD);
         let mut child = command.spawn().map_err(|err| {
             format!(
                 "cannot start the engine process {}: {err}",
@@ -639,8 +659,10 @@ impl EngineSupervisor {
             )
         })?;
         drop(response_writer);
+        drop(request_reader);
         let leader = child.id().unwrap_or(0);
-        let requests = child.stdin.take().ok_or("the engine has no stdin")?;
+        let requests = pipe::Sender::from_owned_fd(request_writer)
+            .map_err(|err| format!("cannot write to the engine's request pipe: {err}"))?;
         let stdout = OutputPipe::new(child.stdout.take().ok_or("the engine has no stdout")?);
         let stderr = OutputPipe::new(child.stderr.take().ok_or("the engine has no stderr")?);
         let receiver = pipe::Receiver::from_owned_fd(response_reader)
@@ -648,6 +670,7 @@ impl EngineSupervisor {
         let mut process = EngineProcess {
             child,
             leader,
+            engine: leader,
             requests,
             responses: BufReader::new(receiver).lines(),
             stdout,
@@ -683,6 +706,10 @@ impl EngineSupervisor {
                     tracing::info!(hyperon = %version, "MeTTa engine ready");
                 }
                 self.hyperon_version = Some(version);
+                if containment.forks_stub() {
+                    // The engine answered, so the stub's one child exists by now.
+                    process.engine = children_of(leader).first().copied().unwrap_or(leader);
+                }
                 Ok(process)
             }
             _ => Err(greeting

@@ -144,6 +144,12 @@ async fn run_to_completion(state: &AppState, job: NewJob) -> Result<JobRecord, A
             request_id: job.id.to_string(),
         }),
         JobStatus::Cancelled => Err(ApiError::Conflict("the request was cancelled".into())),
+        JobStatus::Queued | JobStatus::Running if state.queue.is_shutting_down() => {
+            Err(ApiError::Unavailable(format!(
+                "the server is restarting; the request is kept and runs once it is back: its result will be at /api/v1/jobs/{}",
+                job.id
+            )))
+        }
         JobStatus::Queued | JobStatus::Running => Err(ApiError::Timeout {
             message: format!(
                 "Request timed out; the job goes on and its result will be at /api/v1/jobs/{}",
@@ -177,10 +183,31 @@ async fn run_metta(
     let job = run_to_completion(&state, job).await?;
     let history_length = state.queue.store().history_length(&session).await?;
     Ok(Json(json!({
-        "result": job.result.unwrap_or_default(),
+        "result": legacy_result(&job, state.config.max_output_bytes),
         "codeId": code_id.as_str(),
         "historyLength": history_length,
     })))
+}
+
+/// The text a legacy client reads for a run: `result`, except that output cut at
+/// `MAX_OUTPUT_BYTES` is cut back to its last whole line and followed by a line that says so
+/// (the legacy shape has no `outputTruncated` field to say it).
+fn legacy_result(job: &JobRecord, max_output_bytes: usize) -> String {
+    let result = job.result.clone().unwrap_or_default();
+    if !job.output_truncated {
+        return result;
+    }
+    let output = job.stdout.as_deref().unwrap_or_default();
+    let Some(after_output) = result.strip_prefix(output) else {
+        return result;
+    };
+    let whole_lines = match output.rfind('\n') {
+        Some(end) => &output[..=end],
+        None => "",
+    };
+    format!(
+        "{whole_lines}[output cut here: the run printed more than {max_output_bytes} bytes (MAX_OUTPUT_BYTES); the rest was dropped]\n{after_output}"
+    )
 }
 
 async fn run_python(
@@ -199,7 +226,9 @@ async fn run_python(
     }
     .into_job(&state.config)?;
     let job = run_to_completion(&state, job).await?;
-    Ok(Json(json!({ "result": job.result.unwrap_or_default() })))
+    Ok(Json(
+        json!({ "result": legacy_result(&job, state.config.max_output_bytes) }),
+    ))
 }
 
 async fn queue_status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

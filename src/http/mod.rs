@@ -39,6 +39,8 @@ pub struct AppState {
     /// The server's secret that turns a playground client's identity into its own session
     /// id (`legacy::client_session`).
     pub client_session_key: Arc<[u8]>,
+    /// Why the server runs no learner's code, when it does not (`/health` says `degraded`).
+    pub degraded: Option<Arc<str>>,
 }
 
 /// The whole application router.
@@ -92,12 +94,18 @@ fn cors_layer(config: &Config) -> CorsLayer {
 
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.queue.store().queue_counts().await {
-        Ok(counts) => Json(serde_json::json!({
-            "status": "ok",
-            "queued": counts.count(crate::domain::JobStatus::Queued),
-            "running": counts.count(crate::domain::JobStatus::Running),
-        }))
-        .into_response(),
+        Ok(counts) => {
+            let mut body = serde_json::json!({
+                "status": "ok",
+                "queued": counts.count(crate::domain::JobStatus::Queued),
+                "running": counts.count(crate::domain::JobStatus::Running),
+            });
+            if let Some(reason) = &state.degraded {
+                body["status"] = "degraded".into();
+                body["reason"] = reason.as_ref().into();
+            }
+            Json(body).into_response()
+        }
         Err(err) => ApiError::Unavailable(format!("database unavailable: {err}")).into_response(),
     }
 }

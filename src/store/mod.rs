@@ -25,7 +25,6 @@ mod open;
 mod records;
 mod sessions;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
@@ -47,8 +46,6 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("DATABASE_URL '{0}' is not a SQLite file URL: use sqlite://PATH (e.g. sqlite://data/metta-learner.db)")]
-    NotAFileUrl(String),
     #[error("cannot create the database folder {path}: {source}")]
     CreateFolder {
         path: String,
@@ -79,8 +76,6 @@ pub struct Store {
     reader: Arc<Mutex<Option<SqliteConnection>>>,
     listings: Arc<Mutex<Option<SqliteConnection>>>,
     waiting_inserts: Arc<group_commit::WaitingInserts>,
-    /// The database file (for `restrict_file_access`).
-    path: PathBuf,
 }
 
 /// The current time as stored: RFC 3339 in UTC with milliseconds, so text order is time order.
@@ -135,8 +130,9 @@ mod tests {
     }
 
     async fn open_store(folder: &tempfile::TempDir) -> Store {
-        let url = format!("sqlite://{}/jobs.db", folder.path().display());
-        Store::open(&url, Durability::Normal).await.expect("open")
+        Store::open(&folder.path().join("jobs.db"), Durability::Normal)
+            .await
+            .expect("open")
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
-//! Opening the database: the `sqlite://PATH` URL, the folder, the three connections and their
+//! Opening the database: its folder, the three connections and their
 //! pragmas (WAL, the chosen durability, foreign keys, a busy timeout), and closing it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,19 +22,6 @@ pub enum Durability {
 /// How long a statement waits for another connection's write lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names; options after `?` are ignored.
-fn database_file(url: &str) -> StoreResult<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| StoreError::NotAFileUrl(url.to_string()))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Err(StoreError::NotAFileUrl(url.to_string()));
-    }
-    Ok(PathBuf::from(path))
-}
-
 async fn connect(path: &Path, durability: Durability) -> StoreResult<SqliteConnection> {
     let options = SqliteConnectOptions::new()
         .filename(path)
@@ -51,10 +38,9 @@ async fn connect(path: &Path, durability: Durability) -> StoreResult<SqliteConne
 }
 
 impl Store {
-    /// Opens (creating when missing) the database at `url` (`sqlite://PATH`) and applies
-    /// pending migrations.
-    pub async fn open(url: &str, durability: Durability) -> StoreResult<Store> {
-        let path = database_file(url)?;
+    /// Opens (creating when missing) the SQLite file `path` (`instance::database_file` reads
+    /// it from `DATABASE_URL`) and applies pending migrations.
+    pub async fn open(path: &Path, durability: Durability) -> StoreResult<Store> {
         if let Some(folder) = path.parent() {
             if !folder.as_os_str().is_empty() && !folder.exists() {
                 std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
@@ -63,49 +49,16 @@ impl Store {
                 })?;
             }
         }
-        let mut writer = connect(&path, durability).await?;
+        let mut writer = connect(path, durability).await?;
         migrations::migrate(&mut writer).await?;
-        let reader = connect(&path, durability).await?;
-        let listings = connect(&path, durability).await?;
+        let reader = connect(path, durability).await?;
+        let listings = connect(path, durability).await?;
         Ok(Store {
             writer: Arc::new(Mutex::new(Some(writer))),
             reader: Arc::new(Mutex::new(Some(reader))),
             listings: Arc::new(Mutex::new(Some(listings))),
             waiting_inserts: Arc::default(),
-            path,
         })
-    }
-
-    /// Makes the database file (and its WAL files) readable by the server's user only, and
-    /// its folder too unless it is a shared one (sticky, like /tmp): children that run under
-    /// another uid can then neither read nor list it.
-    pub fn restrict_file_access(&self) {
-        use std::os::unix::fs::PermissionsExt;
-        let set = |path: &Path, mode: u32| {
-            if path.exists() {
-                if let Err(err) =
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                {
-                    tracing::warn!("cannot restrict access to {}: {err}", path.display());
-                }
-            }
-        };
-        let file = self.path.as_os_str().to_string_lossy().into_owned();
-        for suffix in ["", "-wal", "-shm"] {
-            set(Path::new(&format!("{file}{suffix}")), 0o600);
-        }
-        if let Some(folder) = self
-            .path
-            .parent()
-            .filter(|folder| !folder.as_os_str().is_empty())
-        {
-            let sticky = std::fs::metadata(folder)
-                .map(|meta| meta.permissions().mode() & 0o1000 != 0)
-                .unwrap_or(true);
-            if !sticky {
-                set(folder, 0o700);
-            }
-        }
     }
 
     /// Closes the three connections (at shutdown, once the worker is done). Closing the
@@ -120,24 +73,5 @@ impl Store {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_sqlite_file_urls_name_a_database() {
-        assert_eq!(
-            database_file("sqlite://data/x.db?mode=rwc").expect("a file"),
-            PathBuf::from("data/x.db")
-        );
-        assert_eq!(
-            database_file("sqlite:///srv/x.db").expect("a file"),
-            PathBuf::from("/srv/x.db")
-        );
-        assert!(database_file("sqlite::memory:").is_err());
-        assert!(database_file("postgres://host/db").is_err());
     }
 }

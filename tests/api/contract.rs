@@ -676,3 +676,35 @@ fn object_keys(value: &Value) -> Vec<String> {
     keys.sort();
     keys
 }
+
+#[tokio::test]
+async fn legacy_output_cut_at_the_cap_ends_at_a_whole_line_with_a_marker() {
+    // Arrange
+    let server = TestServer::start_with(&[("MAX_OUTPUT_BYTES", "1024")]).await;
+
+    // Act: 100 numbered lines of 30 characters, about 3 KiB.
+    let (status, body) = server
+        .post(
+            "/run-python",
+            json!({"code": "for i in range(100): print(f'line {i:03d} ' + 'x' * 21)"}),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(status, 200, "{body}");
+    let result = body["result"].as_str().expect("result");
+    let lines: Vec<&str> = result.lines().collect();
+    let (marker, kept) = lines.split_last().expect("some lines");
+    assert!(
+        marker.contains("output cut here") && marker.contains("MAX_OUTPUT_BYTES"),
+        "the last line must say the output was cut: {result:?}"
+    );
+    assert!(!kept.is_empty(), "{result:?}");
+    for (index, line) in kept.iter().enumerate() {
+        assert_eq!(
+            *line,
+            format!("line {index:03} {}", "x".repeat(21)),
+            "every kept line is whole: {result:?}"
+        );
+    }
+}

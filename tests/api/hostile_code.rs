@@ -25,6 +25,9 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
 
 static NEXT_UID: AtomicU32 = AtomicU32::new(0);
 
+/// The file by which the server marks its scratch folder as its own.
+const SCRATCH_MARKER: &str = ".metta-learner-scratch";
+
 /// A pair of uids no other test (of this run or of a concurrent one) uses, so a test can find
 /// its children by uid and a fork bomb's RLIMIT_NPROC counts only its own processes.
 fn fresh_uids() -> ([u32; 2], u32) {
@@ -39,7 +42,7 @@ fn unique_number() -> u64 {
 }
 
 /// A MeTTa program that runs `python` with `exec` inside the engine.
-fn metta_exec(python: &str) -> String {
+pub(crate) fn metta_exec(python: &str) -> String {
     assert!(
         !python.contains('\\'),
         "keep backslashes out of Python run through MeTTa strings"
@@ -49,7 +52,7 @@ fn metta_exec(python: &str) -> String {
 }
 
 /// A Python string literal (a JSON string is one, for the plain paths and words used here).
-fn py_str(text: &str) -> String {
+pub(crate) fn py_str(text: &str) -> String {
     serde_json::to_string(text).expect("string literal")
 }
 
@@ -308,9 +311,10 @@ impl Sandbox {
                     .collect()
             })
             .unwrap_or_default();
+        // The marker that says the folder is the server's own stays for the server's life.
         let extra_entries = entries
             .into_iter()
-            .filter(|name| !kept.contains(name))
+            .filter(|name| !kept.contains(name) && name != SCRATCH_MARKER)
             .collect();
         (stray, extra_entries)
     }
@@ -345,11 +349,11 @@ impl Sandbox {
     }
 }
 
-fn text(job: &Value, field: &str) -> String {
+pub(crate) fn text(job: &Value, field: &str) -> String {
     job[field].as_str().unwrap_or_default().to_string()
 }
 
-fn assert_status(job: &Value, status: &str, what: &str) {
+pub(crate) fn assert_status(job: &Value, status: &str, what: &str) {
     assert_eq!(job["status"], status, "{what}: {job}");
     if status != "succeeded" {
         assert!(
@@ -892,7 +896,7 @@ async fn metta_daemon_killing_every_process_it_can_does_not_break_the_next_job()
 // ----- the server's secrets -----------------------------------------------------------------
 
 /// Python that prints what a child can learn of the server's environment.
-fn environment_probe(server_pid: u32) -> String {
+pub(crate) fn environment_probe(server_pid: u32) -> String {
     format!(
         "import json, os
 print('KEYS', json.dumps(sorted(os.environ)))
@@ -925,7 +929,7 @@ const ALLOWED_ENV: [&str; 6] = [
     "TMPDIR",
 ];
 
-fn assert_secret_unseen(job: &Value, secret: &str, what: &str) {
+pub(crate) fn assert_secret_unseen(job: &Value, secret: &str, what: &str) {
     let output = text(job, "output");
     assert!(
         output.contains("probe done"),
@@ -998,7 +1002,7 @@ async fn metta_cannot_read_the_server_environment() {
 }
 
 /// Python that tries to read the database file, its journal files and its folder.
-fn database_probe(database: &Path) -> String {
+pub(crate) fn database_probe(database: &Path) -> String {
     let file = database.display().to_string();
     let folder = database.parent().expect("folder").display().to_string();
     format!(
@@ -1019,7 +1023,7 @@ print('probe done')",
     )
 }
 
-fn assert_database_unread(job: &Value, database: &Path, what: &str) {
+pub(crate) fn assert_database_unread(job: &Value, database: &Path, what: &str) {
     let output = text(job, "output");
     assert!(
         output.contains("probe done"),
@@ -1071,7 +1075,7 @@ async fn metta_cannot_read_the_database() {
 // ----- network ------------------------------------------------------------------------------
 
 /// Python that tries to connect to the server's own port and to other addresses.
-fn network_probe(port: u16) -> String {
+pub(crate) fn network_probe(port: u16) -> String {
     format!(
         "import socket
 targets = [('127.0.0.1', {port}), ('localhost', {port}), ('127.0.0.1', 22), ('1.1.1.1', 53)]
@@ -1086,7 +1090,7 @@ print('probe done')"
     )
 }
 
-fn assert_no_connection(job: &Value, what: &str) {
+pub(crate) fn assert_no_connection(job: &Value, what: &str) {
     let output = text(job, "output");
     assert!(
         output.contains("probe done"),

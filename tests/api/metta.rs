@@ -772,3 +772,75 @@ async fn metta_without_hyperon_fails_clearly_and_python_still_runs() {
     assert_eq!(python["status"], "succeeded", "{python}");
     assert_eq!(python["result"], "still here\n", "{python}");
 }
+
+// ----- stdin ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metta_input_reads_the_jobs_own_stdin_then_end_of_file() {
+    // Arrange
+    let server = TestServer::start().await;
+
+    // Act
+    let job = server
+        .run(json!({
+            "language": "metta",
+            "sessionId": "stdin-reader",
+            "code": "!((py-atom input))\n!((py-atom input))\n!((py-atom input))",
+            "stdin": "first line\nsecond\n",
+        }))
+        .await;
+    let next = server
+        .run(json!({
+            "language": "metta",
+            "sessionId": "stdin-reader",
+            "code": "!((py-atom input))",
+        }))
+        .await;
+
+    // Assert: the job's two lines, then end of file (not the engine's requests, no hang).
+    assert_succeeded(&job);
+    let results = job["results"].as_array().expect("results");
+    assert_eq!(results[0][0], "\"first line\"", "{job}");
+    assert_eq!(results[1][0], "\"second\"", "{job}");
+    assert!(
+        results[2][0].as_str().unwrap_or("").contains("EOFError"),
+        "the third input() must meet the end of the job's stdin: {job}"
+    );
+    assert_succeeded(&next);
+    assert!(
+        next["results"][0][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("EOFError"),
+        "a job without stdin reads an empty one, not the last job's: {next}"
+    );
+}
+
+#[tokio::test]
+async fn metta_input_without_stdin_ends_at_once_and_keeps_the_engine() {
+    // Arrange
+    let server = TestServer::start().await;
+    let warm = server.metta("input-warm", "!(+ 1 1)").await;
+    assert_succeeded(&warm);
+    let engine = server.engine_pid().expect("an engine runs");
+
+    // Act: a legacy request (no stdin at all) whose code reads stdin.
+    let (status, body) = server
+        .post(
+            "/run-metta",
+            json!({"code": "!((py-atom input))", "sessionId": "input-legacy"}),
+        )
+        .await;
+
+    // Assert: answered with the end-of-file error by the same engine, not by the kill backstop.
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["result"].as_str().unwrap_or("").contains("EOFError"),
+        "{body}"
+    );
+    assert_eq!(
+        server.engine_pid(),
+        Some(engine),
+        "reading stdin must not cost the engine (and every session) its life"
+    );
+}

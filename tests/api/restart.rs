@@ -272,3 +272,56 @@ async fn an_expired_shutdown_grace_abandons_the_job_and_the_next_start_requeues_
     );
     assert!(job["finishedAt"].is_null(), "{job}");
 }
+
+// ----- shutdown and the playground's waiting requests ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_waiting_playground_requests_their_result_or_503_not_408() {
+    // Arrange: a legacy request waits for a running job; another waits behind it, queued.
+    let mut server = TestServer::start_with(&[("SHUTDOWN_GRACE_SECS", "20")]).await;
+    let post = |code: &'static str| {
+        let client = server.client.clone();
+        let url = server.url("/run-python");
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .json(&json!({ "code": code }))
+                .send()
+                .await
+                .expect("POST");
+            (
+                response.status().as_u16(),
+                response.json::<serde_json::Value>().await.expect("JSON"),
+            )
+        })
+    };
+    let running = post("import time; time.sleep(2); print('finished in the grace')");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::support::queue_counts(&server).await["running"] != 1 {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queued = post("print('never started')");
+    while crate::support::queue_counts(&server).await["queued"] != 1 {
+        assert!(Instant::now() < deadline, "the second job was never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act
+    let status = server.terminate(Duration::from_secs(60));
+
+    // Assert
+    assert!(status.is_some_and(|status| status.success()), "{status:?}");
+    let (running_status, running_body) = running.await.expect("request task");
+    assert_eq!(running_status, 200, "{running_body}");
+    assert_eq!(running_body["result"], "finished in the grace\n");
+    let (queued_status, queued_body) = queued.await.expect("request task");
+    assert_eq!(queued_status, 503, "{queued_body}");
+    assert!(
+        queued_body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/api/v1/jobs/"),
+        "{queued_body}"
+    );
+}

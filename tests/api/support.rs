@@ -29,6 +29,10 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     logs: Arc<Mutex<String>>,
     pub client: reqwest::Client,
+    /// The uid and gid the server runs as (`None`: the tests' own).
+    run_as: Option<(u32, u32)>,
+    /// A program (and its arguments) that starts the binary, given as its last argument.
+    launcher: Vec<String>,
 }
 
 impl TestServer {
@@ -40,7 +44,7 @@ impl TestServer {
     /// Starts a server on a copy of the SQLite file `database` (e.g. a fixture made by an
     /// earlier build).
     pub async fn start_on_copy_of(database: &Path, env: &[(&str, &str)]) -> TestServer {
-        Self::start_prepared(env, |server| {
+        Self::start_prepared(None, Vec::new(), env, |server| {
             let target = server.database_path();
             std::fs::create_dir_all(target.parent().expect("a folder")).expect("data folder");
             std::fs::copy(database, &target).expect("copy the database");
@@ -50,11 +54,33 @@ impl TestServer {
 
     /// Starts a server with extra environment variables (e.g. `("RUN_TIMEOUT_SECS", "2")`).
     pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
-        Self::start_prepared(env, |_| {}).await
+        Self::start_as(None, env).await
+    }
+
+    /// Starts a server as `user` (uid, gid), which then owns the test's folder, or as the
+    /// tests' own user (`None`).
+    pub async fn start_as(user: Option<(u32, u32)>, env: &[(&str, &str)]) -> TestServer {
+        Self::start_via(user, Vec::new(), env).await
+    }
+
+    /// Starts the binary through `launcher` (a command that runs its last argument, such as a
+    /// wrapper that sets up the host the server should meet). With `user`, the test's folder
+    /// is that user's, and the launcher (started as the tests' user) must switch to it.
+    pub async fn start_via(
+        user: Option<(u32, u32)>,
+        launcher: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> TestServer {
+        Self::start_prepared(user, launcher, env, |_| {}).await
     }
 
     /// Starts a server after `prepare` has laid out its folder.
-    async fn start_prepared(env: &[(&str, &str)], prepare: impl FnOnce(&TestServer)) -> TestServer {
+    async fn start_prepared(
+        user: Option<(u32, u32)>,
+        launcher: Vec<String>,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&TestServer),
+    ) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("mlb-test-")
             .tempdir()
@@ -72,7 +98,13 @@ impl TestServer {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .expect("client"),
+            run_as: user,
+            launcher,
         };
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(server.dir.path(), Some(uid), Some(gid))
+                .expect("give the test's folder to the server's user");
+        }
         prepare(&server);
         server.launch();
         server
@@ -85,7 +117,14 @@ impl TestServer {
 
     fn launch(&mut self) {
         let database_url = format!("sqlite://{}", self.database_path().display());
-        let mut command = Command::new(BINARY);
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BINARY);
+                command
+            }
+            None => Command::new(BINARY),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -98,8 +137,21 @@ impl TestServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The scratch folder goes in the test's folder (children pass through it to their
+        // own), so a server the test kills -9 leaves nothing in the system temp dir.
+        if !self.env.iter().any(|(key, _)| key == "SCRATCH_DIR") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711))
+                .expect("let children pass through the test's folder");
+            command.env("SCRATCH_DIR", self.dir.path().join("scratch"));
+        }
         for (key, value) in &self.env {
             command.env(key, value);
+        }
+        // A launcher starts as the tests' user and switches to `run_as` itself.
+        if let (Some((uid, gid)), true) = (self.run_as, self.launcher.is_empty()) {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
         }
         let mut child = command.spawn().expect("start the server binary");
         let stderr = child.stderr.take().expect("stderr");

@@ -3,17 +3,28 @@
 //! Every child starts in its own session and process group (so it is killed whole), with a
 //! cleared environment (no secret the server was given), a private temporary working directory
 //! and resource limits. When the server runs as root, children also run under an unprivileged
-//! uid (so they cannot read the database or the server's `/proc` entries) and in a new network
-//! namespace (no network) where the kernel allows it; `plan_containment` finds out at start-up
-//! what this host allows and says what it does not.
+//! uid (so they cannot read the database or the server's `/proc` entries); when it does not,
+//! they run in new user, mount and PID namespaces instead (`namespaces`). Either way they get a
+//! new network namespace (no network). `plan` finds out at start-up what this host allows; a
+//! wall the operator did not switch off that cannot be built stops learners' code from running
+//! at all (fail closed), with the reason.
 //!
 //! This module builds such commands and kills such processes; it never decides deadlines or
 //! reads output (the runners do).
+
+pub mod namespaces;
+pub mod plan;
+
+pub use namespaces::{NamespaceWalls, Namespaces};
+pub use plan::{plan_containment, ContainmentPlan, ContainmentSettings};
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
+
+use namespaces::PreparedNamespaces;
 
 use tokio::process::Command;
 
@@ -33,6 +44,32 @@ pub struct ChildLimits {
     pub open_files: u64,
 }
 
+impl ChildLimits {
+    /// The server's own (soft) limits: what a probe uses to tell a limit's fault apart from
+    /// another wall's.
+    pub fn of_this_process() -> ChildLimits {
+        let current = |resource| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit fills the struct we pass.
+            if unsafe { libc::getrlimit(resource, &mut limit) } == 0 {
+                limit.rlim_cur
+            } else {
+                u64::MAX
+            }
+        };
+        ChildLimits {
+            memory_bytes: current(libc::RLIMIT_AS),
+            cpu_secs: None,
+            max_processes: current(libc::RLIMIT_NPROC),
+            file_size_bytes: current(libc::RLIMIT_FSIZE),
+            open_files: current(libc::RLIMIT_NOFILE),
+        }
+    }
+}
+
 /// An unprivileged identity for children.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
@@ -41,13 +78,26 @@ pub struct Identity {
 }
 
 /// How one kind of child is contained.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Containment {
     pub limits: ChildLimits,
-    /// `None`: the child keeps the server's uid (the server is not root, or dropping failed).
+    /// A root server's children: the unprivileged uid they run under (`None`: they keep the
+    /// server's uid; the operator switched that off, or the server is not root).
     pub identity: Option<Identity>,
     /// Whether the child gets a new, empty network namespace.
     pub new_network: bool,
+    /// A server that is not root: the namespaces its children run in.
+    pub namespaces: Option<Arc<Namespaces>>,
+}
+
+impl Containment {
+    /// Whether the spawned process stays behind as a stub whose one child runs the program
+    /// (in a PID namespace of its own; see `namespaces`).
+    pub fn forks_stub(&self) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_some_and(|namespaces| namespaces.walls.is_some())
+    }
 }
 
 /// Environment variables a child gets; nothing else of the server's environment passes.
@@ -63,9 +113,14 @@ fn child_environment(work_dir: &Path) -> Vec<(&'static str, String)> {
 }
 
 /// A command for `program` that runs contained: own session, cleared environment, `work_dir`
-/// as its working directory and home, piped stdio, limits, identity and network as planned,
-/// and killed when dropped.
-pub fn contained_command(program: &Path, work_dir: &Path, containment: Containment) -> Command {
+/// as its working directory and home, piped stdio, limits, identity, namespaces and network
+/// as planned, and killed when dropped. Fails only when the namespaces' paths cannot be
+/// prepared.
+pub fn contained_command(
+    program: &Path,
+    work_dir: &Path,
+    containment: &Containment,
+) -> io::Result<Command> {
     let mut command = Command::new(program);
     command
         .env_clear()
@@ -75,13 +130,14 @@ pub fn contained_command(program: &Path, work_dir: &Path, containment: Containme
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (setsid, prctl, unshare, setrlimit, setgroups, setgid, setuid).
-    let parent = std::process::id() as libc::pid_t;
+    let in_child = ChildSetup::new(containment, work_dir)?;
+    // SAFETY: the closure runs in the forked child before exec and makes only system calls
+    // (setsid, unshare, mount, fork, prctl, setrlimit, setgroups, setgid, setuid) on data
+    // prepared before the fork.
     unsafe {
-        command.pre_exec(move || apply_in_child(containment, parent));
+        command.pre_exec(move || in_child.apply());
     }
-    command
+    Ok(command)
 }
 
 fn check(result: libc::c_int) -> io::Result<()> {
@@ -92,36 +148,83 @@ fn check(result: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn apply_in_child(containment: Containment, parent: libc::pid_t) -> io::Result<()> {
-    // SAFETY (all calls below): plain system calls on the child's own process state.
-    unsafe {
+/// What the forked child does before exec, with everything it needs prepared beforehand.
+struct ChildSetup {
+    limits: ChildLimits,
+    identity: Option<Identity>,
+    new_network: bool,
+    namespaces: Option<PreparedNamespaces>,
+    /// The server, which the child checks is still its parent.
+    parent: libc::pid_t,
+}
+
+impl ChildSetup {
+    fn new(containment: &Containment, work_dir: &Path) -> io::Result<Self> {
+        let namespaces = containment
+            .namespaces
+            .as_deref()
+            .map(|namespaces| PreparedNamespaces::new(namespaces, work_dir))
+            .transpose()?;
+        Ok(ChildSetup {
+            limits: containment.limits,
+            identity: containment.identity,
+            new_network: containment.new_network,
+            namespaces,
+            parent: std::process::id() as libc::pid_t,
+        })
+    }
+
+    fn apply(&self) -> io::Result<()> {
         // A new session makes the child the leader of a new process group whose id is its
         // pid, so `kill_group(pid)` reaches everything it starts (unless that calls setsid).
-        check(libc::setsid())?;
-        if containment.new_network {
-            check(libc::unshare(libc::CLONE_NEWNET))?;
+        // SAFETY: setsid and unshare change only this forked process.
+        check(unsafe { libc::setsid() })?;
+        match &self.namespaces {
+            Some(prepared) => namespaces::enter(prepared, self.new_network)?,
+            None if self.new_network => check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?,
+            None => {}
+        }
+        let in_pid_namespace = self
+            .namespaces
+            .as_ref()
+            .is_some_and(PreparedNamespaces::has_pid_namespace);
+        if in_pid_namespace {
+            // This process stays behind as the stub: it dies with the server too.
+            die_with_parent(self.parent)?;
+            namespaces::enter_pid_namespace()?;
+            namespaces::mount_own_proc()?;
+        }
+        let limits = self.limits;
+        set_limit(libc::RLIMIT_AS, limits.memory_bytes)?;
+        if let Some(cpu) = limits.cpu_secs {
+            set_limit(libc::RLIMIT_CPU, cpu)?;
+        }
+        set_limit(libc::RLIMIT_NPROC, limits.max_processes)?;
+        set_limit(libc::RLIMIT_FSIZE, limits.file_size_bytes)?;
+        set_limit(libc::RLIMIT_NOFILE, limits.open_files)?;
+        set_limit(libc::RLIMIT_CORE, 0)?;
+        if let Some(identity) = self.identity {
+            // SAFETY: as above; the order (groups, gid, then uid) is the one that can succeed.
+            unsafe {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(identity.gid))?;
+                check(libc::setuid(identity.uid))?;
+            }
+        }
+        if in_pid_namespace {
+            // Our parent is the stub (outside the namespace, so getppid says 0).
+            // SAFETY: prctl on this process's own state.
+            check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })
+        } else {
+            die_with_parent(self.parent)
         }
     }
-    let limits = containment.limits;
-    set_limit(libc::RLIMIT_AS, limits.memory_bytes)?;
-    if let Some(cpu) = limits.cpu_secs {
-        set_limit(libc::RLIMIT_CPU, cpu)?;
-    }
-    set_limit(libc::RLIMIT_NPROC, limits.max_processes)?;
-    set_limit(libc::RLIMIT_FSIZE, limits.file_size_bytes)?;
-    set_limit(libc::RLIMIT_NOFILE, limits.open_files)?;
-    set_limit(libc::RLIMIT_CORE, 0)?;
-    if let Some(identity) = containment.identity {
-        // SAFETY: as above; the order (groups, gid, then uid) is the one that can succeed.
-        unsafe {
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setgid(identity.gid))?;
-            check(libc::setuid(identity.uid))?;
-        }
-    }
-    // If the server dies (even by kill -9), the child dies with it instead of running on.
-    // Set last: changing the uid clears it. If the server died before this point, the
-    // child already has another parent and stops here.
+}
+
+/// If the server dies (even by kill -9), the child dies with it instead of running on. Set
+/// after any change of credentials (which clears it). If the server died before this point,
+/// the child already has another parent and stops here.
+fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
     // SAFETY: prctl and getppid on the child's own process state.
     unsafe {
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
@@ -261,153 +364,4 @@ pub fn child_work_dir(
         std::os::unix::fs::chown(dir.path(), Some(identity.uid), Some(identity.gid))?;
     }
     Ok(dir)
-}
-
-/// Empties and recreates the folder that holds children's working directories, so what a
-/// killed server left there (kill -9 skips every clean-up) goes at the next start. Mode 0711:
-/// children may pass through to their own folder but not list the others.
-pub fn prepare_scratch(root: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if root.exists() {
-        std::fs::remove_dir_all(root)?;
-    }
-    std::fs::create_dir_all(root)?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
-}
-
-/// What the host allows, decided once at start-up.
-#[derive(Debug, Clone)]
-pub struct ContainmentPlan {
-    pub python: Containment,
-    /// The identity of every other Python job (when privileges are dropped): the job running
-    /// and the interpreter waiting for the next one never share a uid, so the first cannot
-    /// signal or trace the second.
-    pub python_alternate: Option<Identity>,
-    pub engine: Containment,
-    /// One line each for what is not contained on this host.
-    pub warnings: Vec<String>,
-}
-
-/// Settings that shape the plan (from `Config`).
-#[derive(Debug, Clone, Copy)]
-pub struct ContainmentSettings {
-    pub limits: ChildLimits,
-    pub python_identity: Identity,
-    pub python_alternate_identity: Identity,
-    pub engine_identity: Identity,
-    /// Whether to drop to the identities at all when running as root.
-    pub drop_privileges: bool,
-    /// Whether to give children a new network namespace.
-    pub isolate_network: bool,
-}
-
-/// Finds out what this host allows: tries each measure on a throw-away child running
-/// `probe_program probe_args` (the programs children will run, so a uid that cannot run them
-/// is found out here, not at the first job).
-pub fn plan_containment(
-    settings: ContainmentSettings,
-    probes: &[(&Path, &[&str])],
-) -> ContainmentPlan {
-    let mut warnings = Vec::new();
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let mut new_network = settings.isolate_network;
-    let mut drop_privileges = settings.drop_privileges && is_root;
-
-    if new_network {
-        let probe = Containment {
-            limits: settings.limits,
-            identity: None,
-            new_network: true,
-        };
-        if let Err(err) = probe_run(Path::new("/bin/true"), &[], probe) {
-            warnings.push(format!(
-                "children are NOT cut off from the network: this host refuses a new network namespace ({err}); learners' code can open connections"
-            ));
-            new_network = false;
-        }
-    } else {
-        warnings.push(
-            "children are NOT cut off from the network (CHILD_NETWORK_ISOLATION=false)".into(),
-        );
-    }
-
-    if !is_root {
-        warnings.push(
-            "the server does not run as root: children keep its uid, so they can read the database file and anything else this user can"
-                .into(),
-        );
-    } else if !settings.drop_privileges {
-        warnings.push("children run as root (CHILD_DROP_PRIVILEGES=false)".into());
-    }
-    if drop_privileges {
-        for identity in [
-            settings.python_identity,
-            settings.python_alternate_identity,
-            settings.engine_identity,
-        ] {
-            let probe = Containment {
-                limits: settings.limits,
-                identity: Some(identity),
-                new_network,
-            };
-            for (program, args) in probes {
-                if let Err(err) = probe_run(program, args, probe) {
-                    warnings.push(format!(
-                        "children run as root: uid {} cannot run {} ({err}); install the project where other users can read it",
-                        identity.uid,
-                        program.display()
-                    ));
-                    drop_privileges = false;
-                    break;
-                }
-            }
-            if !drop_privileges {
-                break;
-            }
-        }
-    }
-    let containment = |identity| Containment {
-        limits: settings.limits,
-        identity: drop_privileges.then_some(identity),
-        new_network,
-    };
-    ContainmentPlan {
-        python: containment(settings.python_identity),
-        python_alternate: drop_privileges.then_some(settings.python_alternate_identity),
-        engine: containment(settings.engine_identity),
-        warnings,
-    }
-}
-
-fn probe_run(program: &Path, args: &[&str], containment: Containment) -> Result<(), String> {
-    let dir = child_work_dir(&std::env::temp_dir(), "mlb-probe-", containment.identity)
-        .map_err(|err| err.to_string())?;
-    let mut command = std::process::Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .envs(child_environment(dir.path()))
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: as in `contained_command`.
-    let parent = std::process::id() as libc::pid_t;
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-            apply_in_child(containment, parent)
-        });
-    }
-    let output = command.output().map_err(|err| err.to_string())?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(stderr
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("it failed")
-            .to_string())
-    }
 }

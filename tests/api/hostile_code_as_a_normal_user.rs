@@ -1,0 +1,444 @@
+//! Hostile code once more, with the server run as a normal (non-root) user, as a deployment
+//! without root runs it: children then share the server's uid, so only the user, mount and
+//! PID namespaces keep learners' code from signalling the server, reading the database and
+//! reading the server's environment. The suite runs as root (as CI does) and starts the
+//! server under the user `mlb-server`, made here when missing.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+use crate::hostile_code::{
+    assert_database_unread, assert_no_connection, assert_secret_unseen, assert_status,
+    database_probe, environment_probe, metta_exec, network_probe, py_str, text,
+};
+use crate::support::TestServer;
+
+/// The normal user the server runs as in this suite.
+const SERVER_USER: &str = "mlb-server";
+
+/// The uid and gid of `SERVER_USER`, created (a system user without a home) when missing.
+fn server_user() -> (u32, u32) {
+    static USER: OnceLock<(u32, u32)> = OnceLock::new();
+    *USER.get_or_init(|| {
+        // SAFETY: geteuid only reads this process's credentials.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this suite starts the server as another user, which needs root (CI runs as root)"
+        );
+        let id = |flag: &str| {
+            std::process::Command::new("id")
+                .args([flag, SERVER_USER])
+                .output()
+                .ok()
+                .filter(|output| output.status.success())
+                .and_then(|output| String::from_utf8(output.stdout).ok())
+                .and_then(|text| text.trim().parse::<u32>().ok())
+        };
+        if id("-u").is_none() {
+            let status = std::process::Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .arg(SERVER_USER)
+                .status()
+                .expect("run useradd");
+            assert!(status.success(), "useradd {SERVER_USER} failed: {status}");
+        }
+        (
+            id("-u").expect("the server user's uid"),
+            id("-g").expect("the server user's gid"),
+        )
+    })
+}
+
+/// A server run as `SERVER_USER`, with its database in a folder that user owns.
+async fn normal_user_server(env: &[(&str, &str)]) -> TestServer {
+    let server = TestServer::start_as(Some(server_user()), env).await;
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(
+        health["status"],
+        "ok",
+        "this host allows the namespaces, so the server must not be degraded: {health}\n{}",
+        server.logs()
+    );
+    server
+}
+
+async fn python(server: &TestServer, code: &str) -> Value {
+    server
+        .run(json!({"language": "python", "code": code}))
+        .await
+}
+
+async fn metta(server: &TestServer, code: &str) -> Value {
+    server
+        .run(json!({"language": "metta", "code": code, "sessionId": "hostile"}))
+        .await
+}
+
+/// Python that tries to signal the server (and every process it may signal).
+fn signal_probe(server_pid: u32) -> String {
+    format!(
+        "import os, signal
+print('UID', os.getuid())
+for sig in (0, signal.SIGTERM, signal.SIGKILL):
+    try:
+        os.kill({server_pid}, sig)
+        print('SIGNALLED', int(sig))
+    except OSError as e:
+        print('REFUSED', int(sig), type(e).__name__)
+try:
+    os.kill(-1, signal.SIGTERM)
+    print('BROADCAST sent')
+except OSError as e:
+    print('BROADCAST', type(e).__name__)
+print('VISIBLE', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))
+print('probe done')"
+    )
+}
+
+fn assert_server_unsignalled(server: &TestServer, job: &Value, what: &str) {
+    let output = text(job, "output");
+    assert!(
+        output.contains("probe done"),
+        "{what}: the probe ran to its end: {job}"
+    );
+    assert!(
+        !output.contains("SIGNALLED"),
+        "{what}: the job could signal the server: {job}"
+    );
+    let (uid, _) = server_user();
+    assert!(
+        output.contains(&format!("UID {uid}")),
+        "{what}: the child runs as the server's own uid (the point of this suite): {job}"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", server.pid())).exists(),
+        "{what}: the server is gone"
+    );
+}
+
+async fn assert_still_serving(server: &TestServer) {
+    let next = python(server, "print('still here')").await;
+    assert_eq!(next["status"], "succeeded", "{next}");
+    assert_eq!(next["output"], "still here\n", "{next}");
+}
+
+#[tokio::test]
+async fn as_a_normal_user_python_cannot_signal_the_server() {
+    // Arrange
+    let server = normal_user_server(&[]).await;
+
+    // Act
+    let job = python(&server, &signal_probe(server.pid())).await;
+
+    // Assert
+    assert_status(&job, "succeeded", "the signal probe");
+    assert_server_unsignalled(&server, &job, "a Python job");
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn as_a_normal_user_metta_cannot_signal_the_server() {
+    // Arrange
+    let server = normal_user_server(&[]).await;
+
+    // Act
+    let job = metta(&server, &metta_exec(&signal_probe(server.pid()))).await;
+
+    // Assert
+    assert_status(&job, "succeeded", "the signal probe in the engine");
+    assert_server_unsignalled(&server, &job, "MeTTa code");
+    assert_still_serving(&server).await;
+}
+
+/// Python that tries to change the database behind the server's back.
+fn database_write_probe(database: &Path) -> String {
+    let folder = database.parent().expect("folder").display().to_string();
+    format!(
+        "import os
+for name in ('test.db', 'test.db-wal', 'intruder.db'):
+    path = os.path.join({folder}, name)
+    try:
+        with open(path, 'ab') as f:
+            f.write(b'x')
+        print('WROTE', path)
+    except OSError as e:
+        print('DENIED', path, type(e).__name__)
+try:
+    os.rename({folder}, {folder} + '-moved')
+    print('MOVED')
+except OSError as e:
+    print('DENIED rename', type(e).__name__)
+print('probe done')",
+        folder = py_str(&folder),
+    )
+}
+
+#[tokio::test]
+async fn as_a_normal_user_learners_code_cannot_read_or_change_the_database() {
+    // Arrange
+    let server = normal_user_server(&[]).await;
+    let database = server.database_path();
+    let (uid, _) = server_user();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&database).expect("database")),
+        uid,
+        "the database belongs to the server's user, so only the walls keep children out"
+    );
+
+    // Act
+    let python_read = python(&server, &database_probe(&database)).await;
+    let metta_read = metta(&server, &metta_exec(&database_probe(&database))).await;
+    let python_write = python(&server, &database_write_probe(&database)).await;
+    let metta_write = metta(&server, &metta_exec(&database_write_probe(&database))).await;
+
+    // Assert
+    assert_database_unread(&python_read, &database, "a Python job");
+    assert_database_unread(&metta_read, &database, "MeTTa code");
+    for (job, what) in [
+        (&python_write, "a Python job"),
+        (&metta_write, "MeTTa code"),
+    ] {
+        let output = text(job, "output");
+        assert!(output.contains("probe done"), "{what}: {job}");
+        assert!(
+            !output.contains("WROTE") && !output.contains("MOVED"),
+            "{what} changed the database or its folder: {job}"
+        );
+    }
+    assert!(database.exists(), "the database is where it was");
+    assert!(!database.with_file_name("intruder.db").exists());
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn as_a_normal_user_learners_code_cannot_read_the_server_environment() {
+    // Arrange
+    let secret = format!("some-secret-value-{}", uuid::Uuid::new_v4().simple());
+    let server = normal_user_server(&[("INSTRUCTOR_TOKEN", &secret)]).await;
+    let probe = environment_probe(server.pid());
+
+    // Act
+    let python_job = python(&server, &probe).await;
+    let metta_job = metta(&server, &metta_exec(&probe)).await;
+
+    // Assert
+    assert_status(&python_job, "succeeded", "the environment probe");
+    assert_secret_unseen(&python_job, &secret, "a Python job");
+    assert_status(
+        &metta_job,
+        "succeeded",
+        "the environment probe in the engine",
+    );
+    assert_secret_unseen(&metta_job, &secret, "MeTTa code");
+}
+
+#[tokio::test]
+async fn as_a_normal_user_learners_code_cannot_open_network_connections() {
+    // Arrange
+    let server = normal_user_server(&[]).await;
+    let port: u16 = server
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("port");
+
+    // Act
+    let python_job = python(&server, &network_probe(port)).await;
+    let metta_job = metta(&server, &metta_exec(&network_probe(port))).await;
+
+    // Assert
+    assert_no_connection(&python_job, "a Python job");
+    assert_no_connection(&metta_job, "MeTTa code");
+}
+
+// ----- a host that refuses the namespaces -------------------------------------------------------
+
+/// Runs its arguments (from the fourth on) as uid `argv[1]`, gid `argv[2]`, inside a user
+/// namespace whose kernel refuses any further user namespace (`user.max_user_namespaces` is
+/// 0 there), as a host that forbids unprivileged user namespaces does. The command dies with
+/// this wrapper.
+const REFUSING_HOST: &str = r#"
+import ctypes, os, sys
+CLONE_NEWUSER = 0x10000000
+libc = ctypes.CDLL(None, use_errno=True)
+uid, gid, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+ready_r, ready_w = os.pipe()
+mapped_r, mapped_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(ready_r); os.close(mapped_w)
+    if libc.unshare(CLONE_NEWUSER) != 0:
+        os._exit(90)
+    os.write(ready_w, b"u")
+    os.read(mapped_r, 1)
+    with open("/proc/sys/user/max_user_namespaces", "w") as f:
+        f.write("0")
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    libc.prctl(1, 9)
+    os.execv(argv[0], argv)
+os.close(ready_w); os.close(mapped_r)
+os.read(ready_r, 1)
+for name in ("uid_map", "gid_map"):
+    with open("/proc/%d/%s" % (pid, name), "w") as f:
+        f.write("0 0 4294967295")
+os.write(mapped_w, b"m")
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
+"#;
+
+/// A server run as `SERVER_USER` on a host that refuses it user namespaces.
+async fn server_on_a_refusing_host(env: &[(&str, &str)]) -> (TestServer, tempfile::TempDir) {
+    let (uid, gid) = server_user();
+    let wrapper_dir = tempfile::tempdir().expect("wrapper folder");
+    let wrapper = wrapper_dir.path().join("refusing_host.py");
+    std::fs::write(&wrapper, REFUSING_HOST).expect("write the wrapper");
+    let launcher = vec![
+        "python3".to_string(),
+        wrapper.display().to_string(),
+        uid.to_string(),
+        gid.to_string(),
+    ];
+    let server = TestServer::start_via(Some((uid, gid)), launcher, env).await;
+    (server, wrapper_dir)
+}
+
+async fn assert_fails_closed(server: &TestServer, naming: &[&str]) {
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}\n{}", server.logs());
+    let reason = health["reason"].as_str().unwrap_or_default();
+    for word in naming {
+        assert!(
+            reason.contains(word),
+            "the reason must say {word:?}: {reason}"
+        );
+    }
+    let python_job = python(server, "print('ran')").await;
+    let metta_job = metta(server, "!(+ 1 2)").await;
+    for job in [&python_job, &metta_job] {
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["errorKind"], "service", "{job}");
+        assert!(
+            !job["output"].as_str().unwrap_or_default().contains("ran"),
+            "{job}"
+        );
+        assert!(
+            job["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(naming[0]),
+            "the job says why: {job}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn as_a_normal_user_on_a_host_refusing_namespaces_the_network_wall_fails_closed() {
+    // Arrange, Act
+    let (server, _wrapper) = server_on_a_refusing_host(&[]).await;
+
+    // Assert: the host's refusal (errno 28, ENOSPC) is told apart from a bad setting.
+    assert_fails_closed(
+        &server,
+        &["CHILD_NETWORK_ISOLATION", "refuses", "os error 28"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn as_a_normal_user_on_a_host_refusing_namespaces_the_uid_wall_fails_closed() {
+    // Arrange, Act: the network wall switched off; the namespaces that stand in for another
+    // uid cannot be built either.
+    let (server, _wrapper) =
+        server_on_a_refusing_host(&[("CHILD_NETWORK_ISOLATION", "false")]).await;
+
+    // Assert
+    assert_fails_closed(
+        &server,
+        &[
+            "CHILD_DROP_PRIVILEGES",
+            "not root",
+            "refuses",
+            "os error 28",
+        ],
+    )
+    .await;
+}
+
+// ----- a fork bomb ----------------------------------------------------------------------------
+
+/// The processes working in a folder of `scratch` (the server's children and all they
+/// started: a child's processes keep its folder as their working directory).
+fn processes_in(scratch: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(scratch))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn as_a_normal_user_a_fork_bomb_is_bounded_and_leaves_nothing() {
+    // Arrange
+    let server =
+        normal_user_server(&[("CHILD_MAX_PROCESSES", "40"), ("RUN_TIMEOUT_SECS", "3")]).await;
+    let scratch = server.dir.path().join("scratch");
+    let code =
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n";
+
+    // Act
+    let submitted = server
+        .submit(json!({"language": "python", "code": code}))
+        .await;
+    let mut most = 0;
+    let watch_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < watch_until {
+        most = most.max(processes_in(&scratch).len());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let job = server
+        .wait_final(submitted["id"].as_str().expect("id"))
+        .await;
+
+    // Assert: the bomb was seen (so the count below means something) and bounded by
+    // CHILD_MAX_PROCESSES (plus the engine and the waiting interpreters);
+    assert!(
+        (7..=40 + 6).contains(&most),
+        "while the fork bomb ran, {most} processes worked in the scratch folder"
+    );
+    // it meets its deadline; afterwards only the engine and the two interpreters
+    // waiting for the next jobs (each a stub and its child) work in the scratch folder.
+    assert_status(&job, "timed_out", "a fork bomb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = processes_in(&scratch);
+        if left.len() <= 6 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "10 s after the fork bomb, {} processes still work in {}",
+            left.len(),
+            scratch.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_still_serving(&server).await;
+}
