@@ -129,6 +129,21 @@ mod tests {
         }
     }
 
+    /// Enqueues `job` and claims it (the queue holds nothing else); its id.
+    async fn enqueue_and_claim(store: &Store, job: &NewJob) -> JobId {
+        store.enqueue_job(job, 10).await.expect("enqueue");
+        let oldest = store.claim_oldest_job().await.expect("claim");
+        let claimed = oldest.expect("a queued job").claimed;
+        assert_eq!(claimed.job.id, job.id, "the job just enqueued is claimed");
+        claimed.job.id
+    }
+
+    /// `enqueue_and_claim`, then stores `outcome` for it.
+    async fn run_to(store: &Store, job: &NewJob, outcome: &JobOutcome) {
+        let id = enqueue_and_claim(store, job).await;
+        store.finish_job(id, outcome).await.expect("finish");
+    }
+
     async fn open_store(folder: &tempfile::TempDir) -> Store {
         Store::open(&folder.path().join("jobs.db"), Durability::Normal)
             .await
@@ -154,21 +169,12 @@ mod tests {
 
         // Act and assert: append four cells, edit the second, cut at the third.
         for code_id in ["a", "b", "c", "d", "b"] {
-            store
-                .enqueue_job(&run_cell(code_id), 10)
-                .await
-                .expect("enqueue");
-            let claimed = store
-                .claim_oldest_job()
-                .await
-                .expect("claim")
-                .expect("a job")
-                .claimed;
-            let done = JobOutcome::succeeded_with("[2]\n");
-            store
-                .finish_job(claimed.job.id, &done)
-                .await
-                .expect("finish");
+            run_to(
+                &store,
+                &run_cell(code_id),
+                &JobOutcome::succeeded_with("[2]\n"),
+            )
+            .await;
             let (length, count) = cells(store.clone(), session.clone()).await;
             assert_eq!(length, count, "after running cell {code_id}");
         }
@@ -178,16 +184,10 @@ mod tests {
             session.clone(),
             CodeId::parse("c").ok(),
         );
-        store.enqueue_job(&cut, 10).await.expect("enqueue");
-        let claimed = store
-            .claim_oldest_job()
-            .await
-            .expect("claim")
-            .expect("a job")
-            .claimed;
+        let id = enqueue_and_claim(&store, &cut).await;
         let code_id = CodeId::parse("c").expect("code id");
         let (outcome, _) = store
-            .finish_history_cut(claimed.job.id, &session, &code_id, |_| {
+            .finish_history_cut(id, &session, &code_id, |_| {
                 JobOutcome::succeeded_with("cut")
             })
             .await
@@ -208,17 +208,7 @@ mod tests {
             code_id: CodeId::parse("a").ok(),
             ..python_job("(= (f) 1)")
         };
-        store.enqueue_job(&cell, 10).await.expect("enqueue");
-        let claimed = store
-            .claim_oldest_job()
-            .await
-            .expect("claim")
-            .expect("a job")
-            .claimed;
-        store
-            .finish_job(claimed.job.id, &JobOutcome::succeeded_with(""))
-            .await
-            .expect("finish");
+        run_to(&store, &cell, &JobOutcome::succeeded_with("")).await;
 
         // Act: a failed run and a failed cut of that cell.
         let failing = NewJob {
@@ -226,31 +216,11 @@ mod tests {
             code_id: CodeId::parse("b").ok(),
             ..cell.clone()
         };
-        store.enqueue_job(&failing, 10).await.expect("enqueue");
-        let claimed = store
-            .claim_oldest_job()
-            .await
-            .expect("claim")
-            .expect("a job")
-            .claimed;
         let failed = JobOutcome::with_error(JobStatus::Failed, ErrorKind::Code, "parse error");
-        store
-            .finish_job(claimed.job.id, &failed)
-            .await
-            .expect("finish");
+        run_to(&store, &failing, &failed).await;
         let cut =
             NewJob::session_change(JobKind::ResetTo, session.clone(), CodeId::parse("a").ok());
-        store.enqueue_job(&cut, 10).await.expect("enqueue");
-        let claimed = store
-            .claim_oldest_job()
-            .await
-            .expect("claim")
-            .expect("a job")
-            .claimed;
-        store
-            .finish_job(claimed.job.id, &failed)
-            .await
-            .expect("finish");
+        run_to(&store, &cut, &failed).await;
 
         // Assert
         let history = store.load_history(&session).await.expect("history");

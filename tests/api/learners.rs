@@ -8,7 +8,8 @@ use crate::support::{frontend_code_id, read, TestServer};
 const FACTORIAL: &str = "(= (fact $n) (if (== $n 0) 1 (* $n (fact (- $n 1)))))\n!(fact 5)";
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0";
 
-/// A `/run-metta` from the browser at `address`, with a fresh codeId.
+/// A `/run-metta` from the browser at `address`, with a fresh codeId (`.json` sends the
+/// site's `Content-Type: application/json`).
 async fn run(server: &TestServer, address: &str, code: &str) -> (u16, Value) {
     let response = server
         .client
@@ -26,17 +27,7 @@ async fn run(server: &TestServer, address: &str, code: &str) -> (u16, Value) {
 /// after a success, `/reset-atomspace` with a JSON content type and no body. Returns the
 /// run's status and body.
 async fn click_run(server: &TestServer, address: &str, code: &str) -> (u16, Value) {
-    let run = server
-        .client
-        .post(server.url("/run-metta"))
-        .header("Content-Type", "application/json")
-        .header("User-Agent", BROWSER)
-        .header("X-Forwarded-For", address)
-        .json(&json!({"code": code, "language": "metta", "codeId": frontend_code_id()}))
-        .send()
-        .await
-        .expect("POST /run-metta");
-    let (status, body) = read(run).await;
+    let (status, body) = run(server, address, code).await;
     if status == 200 {
         let reset = server
             .client
