@@ -457,7 +457,13 @@ impl EngineChild {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", work_dir)
             .current_dir(work_dir)
-            .stdin(Stdio::null())
+            // The requests on stdin too: builds before the request fd read them there (for a
+            // side-by-side run with BENCH_SERVER).
+            .stdin(Stdio::from(
+                request_reader
+                    .try_clone()
+                    .context("cannot share the request pipe")?,
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         pass_fd_as(&mut command, &writer, RESPONSE_FD);
