@@ -29,11 +29,13 @@ pub fn router() -> Router<AppState> {
         .route("/remove-code", post(remove_code))
 }
 
-/// The body of `/run-metta` and `/run-python`; `language` is accepted and ignored.
+/// The body of `/run-metta` and `/run-python`. `/run-metta` refuses a `language` other than
+/// `metta`, as the original service did; `/run-python` ignores it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LegacyRunBody {
     code: Option<String>,
+    language: Option<String>,
     code_id: Option<String>,
     session_id: Option<String>,
 }
@@ -64,6 +66,18 @@ fn legacy_session(body: Option<&str>, headers: &HeaderMap) -> Result<SessionId, 
         None => None,
     };
     Ok(optional_id(body.or(header), SessionId::parse)?.unwrap_or_else(SessionId::default_session))
+}
+
+/// `/run-metta` runs MeTTa only: a body naming another language is refused (400), as the
+/// original service did, rather than run as MeTTa.
+fn require_metta(language: Option<&str>) -> Result<(), ApiError> {
+    match language {
+        None | Some("metta") => Ok(()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "Unsupported language '{}': /run-metta runs only \"metta\" (use /run-python for Python)",
+            crate::domain::truncate_for_message(other)
+        ))),
+    }
 }
 
 fn required_code(code: Option<String>) -> Result<String, ApiError> {
@@ -106,6 +120,7 @@ async fn run_metta(
     headers: HeaderMap,
     JsonBody(body): JsonBody<LegacyRunBody>,
 ) -> Result<Json<Value>, ApiError> {
+    require_metta(body.language.as_deref())?;
     let session = legacy_session(body.session_id.as_deref(), &headers)?;
     let code_id = optional_id(body.code_id.as_deref(), CodeId::parse)?;
     let job = RunSubmission {

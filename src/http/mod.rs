@@ -5,6 +5,7 @@
 //! wire shapes (`wire`). They never write SQL and never run code. Every answer is JSON; every
 //! error is `{"error": "..."}` saying what to fix, and internal causes go to the log only.
 
+mod connection_io;
 mod error;
 mod jobs;
 mod legacy;

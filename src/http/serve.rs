@@ -1,7 +1,9 @@
 //! The connection loop: accepts TCP connections and serves HTTP/1.1 on each with the limits a
 //! public service needs against hostile clients (a deadline for the request head, a cap on its
 //! size and header count), and shuts down gracefully: stop accepting, let requests in flight
-//! finish (long waits end early on the same token), give up after a bound.
+//! finish (long waits end early on the same token), give up after a bound. What hyper answers
+//! on its own (an oversized head, a stalled one) is JSON like every other error
+//! (`connection_io`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,6 +19,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
+
+use super::connection_io::{stalled_head_answer, ConnectionIo};
 
 /// Limits on what one connection may send before the router sees a request.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +62,9 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        // A second handle on the socket, to answer 408 after hyper gave up on a stalled head.
+        let spare_socket = stream_duplicate(&stream);
+        let (io, connection_state) = ConnectionIo::new(stream);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -71,11 +78,19 @@ pub async fn serve(
             }
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
+                let header_timeout = err
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout);
+                if header_timeout && connection_state.has_unanswered_bytes() {
+                    if let Some(socket) = spare_socket {
+                        answer_stalled_head(socket);
+                    }
+                }
                 tracing::debug!(%peer, "connection ended: {err}");
             }
         });
@@ -87,6 +102,26 @@ pub async fn serve(
     {
         tracing::warn!("some connections were still open at shutdown; closing them");
     }
+}
+
+/// A duplicate of the socket's descriptor (same connection), or `None` when the process is
+/// out of descriptors.
+fn stream_duplicate(stream: &tokio::net::TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    stream
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(std::net::TcpStream::from)
+}
+
+/// Tells a client that stalled in its request head why it is cut off: one non-blocking write
+/// (the answer is far smaller than a socket buffer), then the socket closes.
+fn answer_stalled_head(socket: std::net::TcpStream) {
+    use std::io::Write;
+    let mut socket = socket;
+    let _ = socket.write(&stalled_head_answer());
+    let _ = socket.shutdown(std::net::Shutdown::Both);
 }
 
 /// The client a request counts against: the peer address, or the first `X-Forwarded-For`
