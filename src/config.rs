@@ -187,6 +187,21 @@ pub struct Config {
     /// Seconds a legacy endpoint (`/run-metta`, …) waits for its job before answering 408.
     #[arg(long, env = "LEGACY_WAIT_SECS", default_value_t = 30)]
     pub legacy_wait_secs: u64,
+
+    /// How log lines are written to stderr: `text` (for people) or `json` (one JSON object per
+    /// line, with the request and job spans' fields, for log collectors).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The shape of the service's log lines (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event, spans as `request{request_id=…}:` prefixes.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields.message`, the current `span`
+    /// and the list of enclosing `spans` (with `request_id`, `job_id`, …).
+    Json,
 }
 
 impl Config {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobId;
 use crate::job_signals::{FinishWaiter, JobSignals};
+use crate::request_context::RequestId;
 use crate::store::{CancelOutcome, EnqueueOutcome, JobRecord, NewJob, Store, StoreError};
 
 /// What a submission did.
@@ -52,9 +53,14 @@ impl JobQueue {
     }
 
     /// Stores the job (or finds the earlier one with its idempotency key) and wakes the worker.
+    /// The request being served (if any) is noted as the job's origin for the worker's logs.
     pub async fn submit(&self, job: NewJob) -> Result<Submission, StoreError> {
         Ok(match self.store.enqueue_job(&job, self.max_queued).await? {
             EnqueueOutcome::Accepted(record) => {
+                if let Some(origin) = RequestId::current() {
+                    self.signals.note_origin(record.id, origin);
+                }
+                tracing::info!(job_id = %record.id, kind = record.kind.as_str(), "job accepted");
                 self.signals.job_accepted();
                 Submission::Accepted(record)
             }

@@ -10,6 +10,7 @@ mod error;
 mod jobs;
 mod legacy;
 mod rate_limit;
+mod request_log;
 mod serve;
 mod sessions;
 mod wire;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(cors)
+        .layer(middleware::from_fn(request_log::name_and_log_request))
 }
 
 fn cors_layer(config: &Config) -> CorsLayer {
@@ -74,7 +76,9 @@ fn cors_layer(config: &Config) -> CorsLayer {
             header::AUTHORIZATION,
             header::HeaderName::from_static("idempotency-key"),
             header::HeaderName::from_static("x-session-id"),
+            request_log::REQUEST_ID_HEADER,
         ])
+        .expose_headers([request_log::REQUEST_ID_HEADER])
         .max_age(std::time::Duration::from_secs(600));
     match config.allowed_origins() {
         None => layer.allow_origin(Any),

@@ -11,6 +11,7 @@ mod hostile_code;
 mod hostile_requests;
 mod jobs;
 mod metta;
+mod operations;
 mod reliability;
 mod restart;
 mod sessions_api;
