@@ -145,9 +145,17 @@ impl Application {
             config.max_queued_jobs,
             shutdown.clone(),
         );
+        let metrics = crate::service_metrics::install();
+        if metrics.is_none() {
+            tracing::warn!("metrics unavailable: another recorder is installed in this process");
+        }
+        if let Some(handle) = metrics.clone() {
+            tokio::spawn(keep_metrics_tidy(handle, shutdown.clone()));
+        }
         let app = router(AppState {
             queue,
             config: config.clone(),
+            metrics,
         });
         let worker = tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace()));
 
@@ -166,6 +174,21 @@ impl Application {
         store.close().await;
         tracing::info!("shut down cleanly");
         Ok(())
+    }
+}
+
+/// Folds recorded histogram samples into their buckets now and then, so memory stays flat
+/// between scrapes.
+async fn keep_metrics_tidy(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = every.tick() => handle.run_upkeep(),
+            _ = shutdown.cancelled() => break,
+        }
     }
 }
 

@@ -184,6 +184,10 @@ pub struct Config {
     #[arg(long, env = "INSTRUCTOR_TOKEN", hide_env_values = true)]
     pub instructor_token: Option<String>,
 
+    /// Bearer token `GET /metrics` requires; unset leaves `/metrics` open. Never logged.
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Seconds a legacy endpoint (`/run-metta`, …) waits for its job before answering 408.
     #[arg(long, env = "LEGACY_WAIT_SECS", default_value_t = 30)]
     pub legacy_wait_secs: u64,

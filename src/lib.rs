@@ -7,7 +7,7 @@
 //! inside a supervised engine child that embeds hyperon through pyo3 (`engine`). Results,
 //! output and each session's history are stored, so clients poll or long-wait (`job_signals`),
 //! and a restart loses nothing. `http` is the API, `app` wires it all, `config` is every knob,
-//! `domain` the vocabulary, `request_context` the id that ties a request's log lines
+//! `domain` the vocabulary, `service_metrics` what `/metrics` shows, `request_context` the id that ties a request's log lines
 //! (and its jobs') together. `docs/ARCHITECTURE.md` walks through the layout.
 
 pub mod app;
@@ -21,6 +21,7 @@ pub mod python_runner;
 pub mod queue;
 pub mod request_context;
 pub mod sandbox;
+pub mod service_metrics;
 pub mod store;
 pub mod worker;
 

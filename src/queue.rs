@@ -61,6 +61,7 @@ impl JobQueue {
                     self.signals.note_origin(record.id, origin);
                 }
                 tracing::info!(job_id = %record.id, kind = record.kind.as_str(), "job accepted");
+                crate::service_metrics::job_accepted(record.kind, record.language);
                 self.signals.job_accepted();
                 Submission::Accepted(record)
             }
@@ -113,6 +114,7 @@ impl JobQueue {
     pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreError> {
         let outcome = self.store.cancel_job(id).await?;
         if let CancelOutcome::Cancelled(job) = &outcome {
+            crate::service_metrics::job_finished(job);
             self.signals.job_finished(id, Some(job.clone()));
         }
         Ok(outcome)

@@ -408,6 +408,7 @@ fn job_span(signals: &JobSignals, job: &JobRecord) -> tracing::Span {
 fn announce(signals: &JobSignals, id: JobId, record: Option<JobRecord>) {
     match &record {
         Some(job) => job_span(signals, job).in_scope(|| {
+            crate::service_metrics::job_finished(job);
             tracing::info!(
                 status = job.status.as_str(),
                 duration_ms = job.duration_ms,

@@ -352,6 +352,9 @@ impl EngineSupervisor {
             .collect();
         let run_ids: Vec<String> = requests.iter().map(|run| run.job_id.to_string()).collect();
         let replay_timeout = self.settings.replay_timeout;
+        crate::service_metrics::sessions_replayed(
+            requests.iter().filter(|run| run.history.is_some()).count(),
+        );
         let wire = BatchRequest {
             op: "batch",
             id: &batch_id,
@@ -507,6 +510,7 @@ impl EngineSupervisor {
                 }
                 Event::Deadline => {
                     kill_group(*leader);
+                    crate::service_metrics::engine_killed("deadline");
                     outputs.finish_answered(&mut answered, &mut pending);
                     if outputs.current < requests.len() {
                         let (stdout, stderr) =
@@ -583,6 +587,7 @@ impl EngineSupervisor {
             };
             // The child died (or can no longer be talked to).
             kill_group(*leader);
+            crate::service_metrics::engine_killed("died");
             if !received {
                 return Err(NotReceived(death));
             }
@@ -678,6 +683,7 @@ impl EngineSupervisor {
             .map_err(|err| format!("unreadable greeting from the engine: {err}"))?;
         match greeting.outcome {
             ResponseOutcome::Ready => {
+                crate::service_metrics::engine_started();
                 let version = greeting.hyperon.unwrap_or_else(|| "unknown".into());
                 if self.hyperon_version.as_deref() != Some(version.as_str()) {
                     tracing::info!(hyperon = %version, "MeTTa engine ready");

@@ -138,6 +138,16 @@ fn message_for(status: u16) -> &'static str {
     }
 }
 
+/// The refusal reason counted in the metrics for each such answer.
+fn refusal_reason(status: u16) -> &'static str {
+    match status {
+        431 => "header_too_large",
+        414 => "uri_too_long",
+        408 => "header_timeout",
+        _ => "malformed_http",
+    }
+}
+
 /// When `head` is a whole error answer with no body and no content type (only hyper makes
 /// those), the same answer with a JSON body; otherwise `None`.
 fn json_answer_for_bodiless_error(head: &[u8]) -> Option<Vec<u8>> {
@@ -167,11 +177,13 @@ fn json_answer_for_bodiless_error(head: &[u8]) -> Option<Vec<u8>> {
             _ => kept.push(line),
         }
     }
+    crate::service_metrics::request_refused(refusal_reason(status));
     Some(error_answer(status_line, &kept, message_for(status)))
 }
 
 /// The 408 for a client that stalled in the middle of its request head.
 pub fn stalled_head_answer() -> Vec<u8> {
+    crate::service_metrics::request_refused(refusal_reason(408));
     let date = httpdate_now();
     error_answer(
         "HTTP/1.1 408 Request Timeout",

@@ -96,7 +96,7 @@ async fn run_to_completion(state: &AppState, job: NewJob) -> Result<JobRecord, A
     match job.status {
         JobStatus::Succeeded => Ok(job),
         JobStatus::Failed => Err(match job.error_kind {
-            Some(ErrorKind::Code) => ApiError::BadRequest(error()),
+            Some(ErrorKind::Code) => ApiError::LearnerCodeFailed(error()),
             Some(ErrorKind::NotFound) => ApiError::NotFound(error()),
             Some(ErrorKind::Service) | None => ApiError::Fault(error()),
         }),

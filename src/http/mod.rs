@@ -9,6 +9,7 @@ mod connection_io;
 mod error;
 mod jobs;
 mod legacy;
+mod metrics;
 mod rate_limit;
 mod request_log;
 mod serve;
@@ -38,6 +39,8 @@ pub use serve::{serve, ConnectionLimits};
 pub struct AppState {
     pub queue: JobQueue,
     pub config: Arc<Config>,
+    /// Renders `/metrics`; `None` when this process could not install the recorder.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The whole application router.
@@ -55,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(sessions::router())
         .merge(legacy::router())
+        .merge(metrics::router())
         .fallback(unknown_route)
         .with_state(state)
         .layer(middleware::from_fn_with_state(
@@ -123,6 +127,9 @@ async fn errors_as_json(request: Request, next: Next) -> Response {
     if is_json {
         return response;
     }
+    if status.is_client_error() {
+        crate::service_metrics::request_refused(framework_refusal_reason(status));
+    }
     let (parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, 64 * 1024)
         .await
@@ -144,6 +151,17 @@ async fn errors_as_json(request: Request, next: Next) -> Response {
         }
     }
     json
+}
+
+/// The metrics' reason for a refusal the framework made (wrong method, media type, …).
+fn framework_refusal_reason(status: axum::http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        405 => "method_not_allowed",
+        408 => "body_timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        _ => "bad_request",
+    }
 }
 
 /// An optional client-chosen identifier (`SessionId::parse`, `CodeId::parse`), parsed, or a

@@ -149,3 +149,186 @@ async fn wait_for_log_lines(server: &TestServer, done: impl Fn(&[Value]) -> bool
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// ----- metrics ------------------------------------------------------------------------------
+
+/// The value of the sample `name{labels}` in a Prometheus text page (labels in any order;
+/// every label given must match), or 0 when absent.
+fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all_match = labels
+                .iter()
+                .all(|(key, wanted)| label_text.contains(&format!("{key}=\"{wanted}\"")));
+            all_match.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+async fn scrape(server: &TestServer, token: Option<&str>) -> (u16, String) {
+    let mut request = server.client.get(server.url("/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("GET /metrics");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn metrics_count_real_jobs_engine_events_and_refusals_behind_their_token() {
+    // Arrange
+    let server = TestServer::start_with(&[
+        ("METRICS_TOKEN", "scrape-secret"),
+        ("ENGINE_KILL_GRACE_MS", "300"),
+        ("RATE_LIMIT_PER_MINUTE", "600"),
+        ("RATE_LIMIT_BURST", "30"),
+    ])
+    .await;
+    let (status, before) = scrape(&server, Some("scrape-secret")).await;
+    assert_eq!(status, 200, "{before}");
+
+    // Act: jobs of each outcome, an edited cell (a replay), a step killed at its deadline,
+    // and refused requests.
+    let ok = server.run(python("print(1)")).await;
+    let failed = server.run(python("raise SystemExit(3)")).await;
+    let metta = server
+        .run(json!({"language": "metta", "sessionId": "m1", "codeId": "c1", "code": "(= (f) 1)"}))
+        .await;
+    let edited = server
+        .run(json!({"language": "metta", "sessionId": "m1", "codeId": "c1", "code": "(= (f) 2)"}))
+        .await;
+    let killed = server
+        .run(json!({"language": "metta", "sessionId": "m2", "timeoutSecs": 1, "code": "!((py-atom time.sleep) 30)"}))
+        .await;
+    let after_kill = server.metta("m3", "!(+ 1 1)").await;
+    let (not_found, _) = server.get("/api/v1/jobs/not-a-job-id").await;
+    let mut rate_limited = 0;
+    for _ in 0..40 {
+        let (status, _) = server
+            .post("/api/v1/jobs", json!({"language": "cobol", "code": "x"}))
+            .await;
+        if status == 429 {
+            rate_limited += 1;
+        }
+    }
+    let (unauthorized, _) = scrape(&server, None).await;
+    let (forbidden, _) = scrape(&server, Some("wrong")).await;
+    let (status, page) = scrape(&server, Some("scrape-secret")).await;
+
+    // Assert
+    assert_eq!(
+        (unauthorized, forbidden),
+        (401, 403),
+        "the token guards /metrics"
+    );
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ok["status"], "succeeded", "{ok}");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(metta["status"], "succeeded", "{metta}");
+    assert_eq!(edited["status"], "succeeded", "{edited}");
+    assert_eq!(killed["status"], "timed_out", "{killed}");
+    assert_eq!(after_kill["status"], "succeeded", "{after_kill}");
+    assert_eq!(not_found, 400, "a malformed job id is a bad request");
+    assert!(rate_limited > 0, "40 quick submissions pass a burst of 30");
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        sample(&page, name, labels) - sample(&before, name, labels)
+    };
+    assert_eq!(
+        moved("mlb_jobs_accepted_total", &[("language", "python")]),
+        2.0,
+        "{page}"
+    );
+    assert_eq!(
+        moved("mlb_jobs_accepted_total", &[("language", "metta")]),
+        4.0,
+        "{page}"
+    );
+    let finished = |language, status| {
+        moved(
+            "mlb_jobs_finished_total",
+            &[("kind", "run"), ("language", language), ("status", status)],
+        )
+    };
+    assert_eq!(finished("python", "succeeded"), 1.0, "{page}");
+    assert_eq!(finished("python", "failed"), 1.0, "{page}");
+    assert_eq!(finished("metta", "succeeded"), 3.0, "{page}");
+    assert_eq!(finished("metta", "timed_out"), 1.0, "{page}");
+    assert_eq!(
+        moved("mlb_job_queue_wait_seconds_count", &[]),
+        6.0,
+        "{page}"
+    );
+    assert_eq!(
+        moved("mlb_job_run_seconds_count", &[("language", "metta")]),
+        4.0,
+        "{page}"
+    );
+    assert!(
+        page.contains("mlb_job_run_seconds_bucket{"),
+        "run time is a histogram with buckets: {page}"
+    );
+    assert!(
+        sample(&page, "mlb_engine_starts_total", &[]) >= 2.0,
+        "the first engine and the one after the kill: {page}"
+    );
+    assert_eq!(
+        moved("mlb_engine_kills_total", &[("reason", "deadline")]),
+        1.0,
+        "{page}"
+    );
+    assert!(
+        moved("mlb_engine_session_replays_total", &[]) >= 1.0,
+        "the edited cell rebuilt its session: {page}"
+    );
+    assert_eq!(
+        sample(&page, "mlb_queue_depth", &[("state", "queued")]),
+        0.0,
+        "{page}"
+    );
+    assert!(
+        page.contains("mlb_queue_depth{state=\"running\"}"),
+        "{page}"
+    );
+    assert_eq!(
+        moved(
+            "mlb_http_requests_refused_total",
+            &[("reason", "rate_limited")]
+        ),
+        rate_limited as f64,
+        "{page}"
+    );
+    assert_eq!(
+        moved(
+            "mlb_http_requests_refused_total",
+            &[("reason", "bad_request")]
+        ),
+        1.0 + (40 - rate_limited) as f64,
+        "the bad job id and each submission naming cobol: {page}"
+    );
+    assert_eq!(
+        moved(
+            "mlb_http_requests_refused_total",
+            &[("reason", "unauthorized")]
+        ),
+        1.0,
+        "{page}"
+    );
+    assert_eq!(
+        moved(
+            "mlb_http_requests_refused_total",
+            &[("reason", "forbidden")]
+        ),
+        1.0,
+        "{page}"
+    );
+}
