@@ -6,6 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::wire::{ErrorBody, TimeoutBody};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,13 +101,17 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = match &self {
-            ApiError::Timeout { request_id, .. } => {
-                serde_json::json!({ "error": message, "requestId": request_id })
-            }
-            _ => serde_json::json!({ "error": message }),
+        let mut response = match &self {
+            ApiError::Timeout { request_id, .. } => (
+                status,
+                Json(TimeoutBody {
+                    error: message,
+                    request_id: request_id.clone(),
+                }),
+            )
+                .into_response(),
+            _ => (status, Json(ErrorBody { error: message })).into_response(),
         };
-        let mut response = (status, Json(body)).into_response();
         if matches!(
             self,
             ApiError::PayloadTooLarge(_) | ApiError::SlowRequest(_)

@@ -20,6 +20,19 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Prometheus text format with every metric; the queue depth is read for the scrape.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
+        (status = 401, description = "METRICS_TOKEN is set and no bearer token was sent", body = super::wire::ErrorBody),
+        (status = 403, description = "the bearer token is wrong", body = super::wire::ErrorBody),
+        (status = 500, description = "the service failed", body = super::wire::ErrorBody),
+        (status = 503, description = "metrics are unavailable in this process", body = super::wire::ErrorBody),
+    ),
+    security((), ("metrics_token" = []))
+)]
 pub async fn render_metrics(
     State(state): State<AppState>,
     headers: HeaderMap,

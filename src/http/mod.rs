@@ -10,6 +10,7 @@ mod error;
 mod jobs;
 mod legacy;
 mod metrics;
+mod openapi;
 mod rate_limit;
 mod request_log;
 mod serve;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(legacy::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .fallback(unknown_route)
         .with_state(state)
         .layer(middleware::from_fn_with_state(
@@ -96,13 +98,23 @@ fn cors_layer(config: &Config) -> CorsLayer {
     }
 }
 
-async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+/// Liveness and the queue's size (monitoring calls it every few minutes).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "the service and its database answer", body = wire::HealthView),
+        (status = 503, description = "the database is unavailable", body = wire::ErrorBody),
+    )
+)]
+pub async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.queue.store().queue_counts().await {
-        Ok(counts) => Json(serde_json::json!({
-            "status": "ok",
-            "queued": counts.count(crate::domain::JobStatus::Queued),
-            "running": counts.count(crate::domain::JobStatus::Running),
-        }))
+        Ok(counts) => Json(wire::HealthView {
+            queued: counts.count(crate::domain::JobStatus::Queued),
+            running: counts.count(crate::domain::JobStatus::Running),
+            status: "ok",
+        })
         .into_response(),
         Err(err) => ApiError::Unavailable(format!("database unavailable: {err}")).into_response(),
     }
