@@ -36,14 +36,16 @@ pub struct TimeoutBody {
 #[serde(rename_all = "camelCase")]
 pub struct SubmitJobBody {
     /// `metta` or `python`.
-    #[schema(example = "metta")]
+    #[schema(example = "metta", pattern = "^(metta|python)$")]
     pub language: String,
     /// The code to run (at most `MAX_CODE_BYTES`, not blank, no NUL).
-    #[schema(example = "!(+ 2 3)")]
+    #[schema(example = "!(+ 2 3)", min_length = 1, pattern = "\\S")]
     pub code: String,
     /// The MeTTa session (letters, digits, `-`, `_`; up to 64); default `default`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub session_id: Option<String>,
     /// Names the history cell this run becomes; an existing one is replaced in place.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub code_id: Option<String>,
     /// Standard input of a Python job.
     pub stdin: Option<String>,
@@ -164,6 +166,7 @@ pub struct SessionCreated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResetToBody {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub code_id: String,
 }
 
@@ -259,9 +262,13 @@ pub struct SessionJobs {
 #[serde(rename_all = "camelCase")]
 pub struct LegacyRunBody {
     /// Required.
+    #[schema(min_length = 1, pattern = "\\S")]
     pub code: Option<String>,
+    /// `/run-metta` accepts only `metta`.
     pub language: Option<String>,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub code_id: Option<String>,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub session_id: Option<String>,
 }
 
@@ -270,7 +277,9 @@ pub struct LegacyRunBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LegacySessionBody {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub code_id: Option<String>,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub session_id: Option<String>,
 }
 
