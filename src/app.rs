@@ -152,11 +152,7 @@ impl Application {
         if let Some(handle) = metrics.clone() {
             tokio::spawn(keep_metrics_tidy(handle, shutdown.clone()));
         }
-        let app = router(AppState {
-            queue,
-            config: config.clone(),
-            metrics,
-        });
+        let app = router(AppState::new(queue, config.clone(), metrics));
         let worker = tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace()));
 
         tracing::info!("listening on http://{}", listener.local_addr()?);

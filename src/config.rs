@@ -180,9 +180,14 @@ pub struct Config {
     pub trust_forwarded_for: bool,
 
     /// Bearer token that unlocks the instructor endpoints (`GET /api/v1/sessions`,
-    /// `GET /api/v1/sessions/{id}/jobs`); unset turns them off. Never logged.
+    /// `GET /api/v1/sessions/{id}/jobs`) and signs in to the dashboard (`/instructor`); unset
+    /// turns both off. Never logged.
     #[arg(long, env = "INSTRUCTOR_TOKEN", hide_env_values = true)]
     pub instructor_token: Option<String>,
+
+    /// How long an instructor stays signed in to the dashboard (`/instructor`), in minutes.
+    #[arg(long, env = "INSTRUCTOR_SESSION_MINUTES", default_value_t = 480)]
+    pub instructor_session_minutes: u64,
 
     /// Bearer token `GET /metrics` requires; unset leaves `/metrics` open. Never logged.
     #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]

@@ -19,6 +19,7 @@ pub mod http;
 pub mod job_signals;
 pub mod python_runner;
 pub mod queue;
+pub mod recent_activity;
 pub mod request_context;
 pub mod sandbox;
 pub mod service_metrics;

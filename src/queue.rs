@@ -52,14 +52,25 @@ impl JobQueue {
         &self.store
     }
 
+    /// Jobs finished in the last minutes (for the live queue view).
+    pub fn recent_activity(&self) -> &crate::recent_activity::RecentActivity {
+        self.signals.recent_activity()
+    }
+
     /// Stores the job (or finds the earlier one with its idempotency key) and wakes the worker.
     /// The request being served (if any) is noted as the job's origin for the worker's logs.
     pub async fn submit(&self, job: NewJob) -> Result<Submission, StoreError> {
-        Ok(match self.store.enqueue_job(&job, self.max_queued).await? {
+        // Noted before the job is stored: the worker may claim it the moment it is committed.
+        let origin = RequestId::current();
+        if let Some(origin) = &origin {
+            self.signals.note_origin(job.id, origin.clone());
+        }
+        let outcome = self.store.enqueue_job(&job, self.max_queued).await;
+        if origin.is_some() && !matches!(outcome, Ok(EnqueueOutcome::Accepted(_))) {
+            self.signals.forget_origin(job.id);
+        }
+        Ok(match outcome? {
             EnqueueOutcome::Accepted(record) => {
-                if let Some(origin) = RequestId::current() {
-                    self.signals.note_origin(record.id, origin);
-                }
                 tracing::info!(job_id = %record.id, kind = record.kind.as_str(), "job accepted");
                 crate::service_metrics::job_accepted(record.kind, record.language);
                 self.signals.job_accepted();

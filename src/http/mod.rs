@@ -6,6 +6,7 @@
 //! error is `{"error": "..."}` saying what to fix, and internal causes go to the log only.
 
 mod connection_io;
+mod dashboard;
 mod error;
 mod jobs;
 mod legacy;
@@ -32,6 +33,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::Config;
 use crate::queue::JobQueue;
+use dashboard::InstructorSessions;
 pub use error::ApiError;
 pub use serve::{serve, ConnectionLimits};
 
@@ -42,6 +44,33 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Renders `/metrics`; `None` when this process could not install the recorder.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The instructor dashboard's sign-ins; `None` (dashboard off) without `INSTRUCTOR_TOKEN`.
+    pub instructors: Option<Arc<InstructorSessions>>,
+}
+
+impl AppState {
+    pub fn new(
+        queue: JobQueue,
+        config: Arc<Config>,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
+        let instructors = config
+            .instructor_token
+            .clone()
+            .filter(|token| !token.is_empty())
+            .map(|token| {
+                let lifetime = std::time::Duration::from_secs(
+                    config.instructor_session_minutes.saturating_mul(60),
+                );
+                Arc::new(InstructorSessions::new(token, lifetime))
+            });
+        AppState {
+            queue,
+            config,
+            metrics,
+            instructors,
+        }
+    }
 }
 
 /// The whole application router.
@@ -61,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(legacy::router())
         .merge(metrics::router())
         .merge(openapi::router())
+        .merge(dashboard::router())
         .fallback(unknown_route)
         .with_state(state)
         .layer(middleware::from_fn_with_state(
@@ -131,12 +161,15 @@ async fn errors_as_json(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    // JSON is already the API's shape; HTML is the dashboard's own error page.
+    let is_json_or_page = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|value| {
+            value.starts_with("application/json") || value.starts_with("text/html")
+        });
+    if is_json_or_page {
         return response;
     }
     if status.is_client_error() {

@@ -7,6 +7,7 @@ mod support;
 mod bad_input;
 mod batches;
 mod contract;
+mod dashboard;
 mod hostile_code;
 mod hostile_requests;
 mod jobs;

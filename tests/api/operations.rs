@@ -97,9 +97,13 @@ async fn json_logs_parse_and_tie_a_request_to_its_jobs_lines_in_the_worker() {
     // Assert: every line is a JSON object; the request's lines and the worker's lines about
     // its job carry the request's id.
     let lines = wait_for_log_lines(&server, |lines| {
-        lines.iter().any(|line| {
+        let answered = lines.iter().any(|line| {
+            line["fields"]["message"] == "answered" && line["span"]["request_id"] == request_id
+        });
+        let finished = lines.iter().any(|line| {
             line["fields"]["message"] == "job finished" && line["span"]["job_id"] == job_id
-        })
+        });
+        answered && finished
     })
     .await;
     let carrying: Vec<&Value> = lines
