@@ -71,7 +71,7 @@ impl JobQueue {
         }
         Ok(match outcome? {
             EnqueueOutcome::Accepted(record) => {
-                tracing::info!(job_id = %record.id, kind = record.kind.as_str(), "job accepted");
+                tracing::debug!(job_id = %record.id, kind = record.kind.as_str(), "job accepted");
                 crate::service_metrics::job_accepted(record.kind, record.language);
                 self.signals.job_accepted();
                 Submission::Accepted(record)

@@ -20,12 +20,14 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-/// A legacy request that waited out, or a run that hit its deadline: the job's id, to fetch
-/// it later at `/api/v1/jobs/{requestId}`.
+/// A 408: a legacy request that waited out, or a run that hit its deadline, with the job's id
+/// to fetch it later at `/api/v1/jobs/{requestId}`; or a body that arrived too slowly (no id).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimeoutBody {
     pub error: String,
+    /// The job's id (absent when the request's body arrived too slowly).
+    #[schema(required = false)]
     pub request_id: String,
 }
 

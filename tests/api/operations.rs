@@ -77,7 +77,11 @@ async fn every_answer_carries_a_request_id_echoed_from_the_client_or_made() {
 #[tokio::test]
 async fn json_logs_parse_and_tie_a_request_to_its_jobs_lines_in_the_worker() {
     // Arrange
-    let server = TestServer::start_with(&[("LOG_FORMAT", "json")]).await;
+    let server = TestServer::start_with(&[
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,metta_learner_backend=debug"),
+    ])
+    .await;
     let request_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
 
     // Act: a Python job submitted with an id, waited for.
