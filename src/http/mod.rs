@@ -2,8 +2,11 @@
 //! pieces every handler uses (state, the JSON body reader, the error type).
 //!
 //! Handlers validate input, call the queue or the store's named operations, and map records to
-//! wire shapes (`wire`). They never write SQL and never run code. Every answer is JSON; every
-//! error is `{"error": "..."}` saying what to fix, and internal causes go to the log only.
+//! wire shapes (`wire`). They never write SQL and never run code. Every API answer is JSON;
+//! every error is `{"error": "..."}` saying what to fix (even those hyper makes before routing,
+//! `connection_io`), and internal causes go to the log only. The instructor dashboard
+//! (`dashboard`) is the one part that answers HTML. Every answer carries `X-Request-Id`
+//! (`request_log`); `/metrics` and the OpenAPI document (`openapi`) are here too.
 
 mod connection_io;
 mod dashboard;
