@@ -5,8 +5,10 @@
 //! with more than `MAX_HEADERS` headers (431), a head that is not HTTP/1.1 (400), a URI too long
 //! (414). It sends those with an empty body, and it closes a connection whose head stalls past
 //! `HEADER_READ_TIMEOUT_SECS` without a word. `ConnectionIo` rewrites hyper's bodiless error
-//! heads on their way out into the same status with a JSON body, and `stalled_head_answer`
-//! is the 408 the accept loop sends when a client stalled in the middle of a head.
+//! heads on their way out into the same status with a JSON body, and when hyper gives up on
+//! a client that stalled in the middle of a head (part of a head arrived, no request reached
+//! the service, the header deadline passed), its drop answers 408 before the socket closes.
+//! An idle keep-alive connection that sent nothing is closed without a word, as before.
 //!
 //! It never touches an answer the router made: those always carry a `Content-Type` (the
 //! router turns every error it makes into JSON), while hyper's own carry none. It never reads
@@ -17,44 +19,53 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// What the accept loop may need to know about a connection after hyper is done with it.
-#[derive(Debug, Default)]
-pub struct ConnectionState {
-    /// The client sent bytes that no answer has followed yet (a head in progress, or a
-    /// request being served).
-    unanswered_bytes: AtomicBool,
-}
-
-impl ConnectionState {
-    /// True when the client has sent bytes since the last answer began.
-    pub fn has_unanswered_bytes(&self) -> bool {
-        self.unanswered_bytes.load(Ordering::Relaxed)
-    }
-}
+/// Slack for timer granularity when deciding that hyper's header deadline has passed.
+const DEADLINE_SLACK: Duration = Duration::from_millis(100);
 
 /// The socket as hyper sees it.
 pub struct ConnectionIo {
     socket: TcpStream,
-    state: Arc<ConnectionState>,
+    /// `HEADER_READ_TIMEOUT_SECS`: hyper's deadline for a head, counted (like hyper's) from
+    /// the connection's start or the last answer.
+    header_timeout: Duration,
+    /// When the connection started or the last answer began.
+    waiting_since: Instant,
+    /// The client sent bytes since then.
+    unanswered_bytes: bool,
+    /// hyper handed a request to the service and its answer has not begun (set by the
+    /// service, cleared here when the answer's head goes out).
+    serving: Arc<AtomicBool>,
     /// A rewritten answer not yet fully on the socket, and how much of it is.
     rewritten: Vec<u8>,
     rewritten_sent: usize,
 }
 
 impl ConnectionIo {
-    pub fn new(socket: TcpStream) -> (Self, Arc<ConnectionState>) {
-        let state = Arc::new(ConnectionState::default());
+    /// The connection's IO, and the flag the service sets when a request reaches it.
+    pub fn new(socket: TcpStream, header_timeout: Duration) -> (Self, Arc<AtomicBool>) {
+        let serving = Arc::new(AtomicBool::new(false));
         let io = ConnectionIo {
             socket,
-            state: state.clone(),
+            header_timeout,
+            waiting_since: Instant::now(),
+            unanswered_bytes: false,
+            serving: serving.clone(),
             rewritten: Vec::new(),
             rewritten_sent: 0,
         };
-        (io, state)
+        (io, serving)
+    }
+
+    /// Whether hyper is dropping this connection because a head it began stalled.
+    fn head_stalled(&self) -> bool {
+        self.unanswered_bytes
+            && !self.serving.load(Ordering::Relaxed)
+            && self.waiting_since.elapsed() + DEADLINE_SLACK >= self.header_timeout
     }
 
     /// Writes what is left of a rewritten answer.
@@ -84,7 +95,7 @@ impl AsyncRead for ConnectionIo {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.socket).poll_read(cx, buf))?;
         if buf.filled().len() > before {
-            this.state.unanswered_bytes.store(true, Ordering::Relaxed);
+            this.unanswered_bytes = true;
         }
         Poll::Ready(Ok(()))
     }
@@ -99,7 +110,9 @@ impl AsyncWrite for ConnectionIo {
         let this = self.get_mut();
         ready!(this.poll_send_rewritten(cx))?;
         if buf.starts_with(b"HTTP/1.") {
-            this.state.unanswered_bytes.store(false, Ordering::Relaxed);
+            this.unanswered_bytes = false;
+            this.waiting_since = Instant::now();
+            this.serving.store(false, Ordering::Relaxed);
             if let Some(answer) = json_answer_for_bodiless_error(buf) {
                 // hyper's whole answer is in `buf` (a head, no body): take it, send ours.
                 this.rewritten = answer;
@@ -125,6 +138,15 @@ impl AsyncWrite for ConnectionIo {
     }
     // Vectored writes stay off (the default), so hyper hands over each answer's head in one
     // buffer: a bodiless error answer is always whole in one `poll_write`.
+}
+
+impl Drop for ConnectionIo {
+    fn drop(&mut self) {
+        if self.head_stalled() {
+            // One non-blocking write: the answer is far smaller than a socket buffer.
+            let _ = self.socket.try_write(&stalled_head_answer());
+        }
+    }
 }
 
 /// What a client is told for each answer hyper makes on its own.
@@ -182,7 +204,7 @@ fn json_answer_for_bodiless_error(head: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The 408 for a client that stalled in the middle of its request head.
-pub fn stalled_head_answer() -> Vec<u8> {
+fn stalled_head_answer() -> Vec<u8> {
     crate::service_metrics::request_refused(refusal_reason(408));
     let date = httpdate_now();
     error_answer(

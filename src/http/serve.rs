@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use super::connection_io::{stalled_head_answer, ConnectionIo};
+use super::connection_io::ConnectionIo;
 
 /// Limits on what one connection may send before the router sees a request.
 #[derive(Debug, Clone, Copy)]
@@ -62,11 +62,10 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        // A second handle on the socket, to answer 408 after hyper gave up on a stalled head.
-        let spare_socket = stream_duplicate(&stream);
-        let (io, connection_state) = ConnectionIo::new(stream);
+        let (io, serving) = ConnectionIo::new(stream, limits.header_read_timeout);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            serving.store(true, std::sync::atomic::Ordering::Relaxed);
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
             async move {
@@ -83,14 +82,6 @@ pub async fn serve(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                let header_timeout = err
-                    .downcast_ref::<hyper::Error>()
-                    .is_some_and(hyper::Error::is_timeout);
-                if header_timeout && connection_state.has_unanswered_bytes() {
-                    if let Some(socket) = spare_socket {
-                        answer_stalled_head(socket);
-                    }
-                }
                 tracing::debug!(%peer, "connection ended: {err}");
             }
         });
@@ -102,26 +93,6 @@ pub async fn serve(
     {
         tracing::warn!("some connections were still open at shutdown; closing them");
     }
-}
-
-/// A duplicate of the socket's descriptor (same connection), or `None` when the process is
-/// out of descriptors.
-fn stream_duplicate(stream: &tokio::net::TcpStream) -> Option<std::net::TcpStream> {
-    use std::os::fd::AsFd;
-    stream
-        .as_fd()
-        .try_clone_to_owned()
-        .ok()
-        .map(std::net::TcpStream::from)
-}
-
-/// Tells a client that stalled in its request head why it is cut off: one non-blocking write
-/// (the answer is far smaller than a socket buffer), then the socket closes.
-fn answer_stalled_head(socket: std::net::TcpStream) {
-    use std::io::Write;
-    let mut socket = socket;
-    let _ = socket.write(&stalled_head_answer());
-    let _ = socket.shutdown(std::net::Shutdown::Both);
 }
 
 /// The client a request counts against: the peer address, or the first `X-Forwarded-For`

@@ -219,6 +219,24 @@ async fn a_client_stalling_in_its_headers_is_disconnected() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sends_nothing_gets_no_answer() {
+    // Arrange: a 408 on a connection that never began a request could be read as the answer
+    // to the client's next request. (hyper keeps such a connection open; it is not cut off
+    // by HEADER_READ_TIMEOUT_SECS, which counts from the first byte of a head.)
+    let server = TestServer::start_with(&[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let mut stream = TcpStream::connect(address(&server)).await.expect("connect");
+
+    // Act
+    let answer = read_until_closed(&mut stream, Duration::from_secs(3)).await;
+
+    // Assert
+    assert!(
+        answer.head.is_empty() && answer.body.is_empty(),
+        "nothing is sent to a client that sent nothing: {answer:?}"
+    );
+}
+
+#[tokio::test]
 async fn many_stalled_clients_do_not_keep_others_waiting() {
     // Arrange: 200 connections that each send part of a head and stall.
     let server = TestServer::start_with(&[("HEADER_READ_TIMEOUT_SECS", "2")]).await;
