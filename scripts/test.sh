@@ -11,3 +11,7 @@ cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-2}"
 # The reliability suite (kills the server and the engine under load; about 1-2 minutes).
 cargo test --test api --locked -- --ignored --nocapture reliability
+# Schema-based fuzzing of the live API from its OpenAPI document (schemathesis; under a minute).
+scripts/fuzz-api.sh
+# The instructor dashboard in Debian's Chromium (playwright-core; about half a minute).
+scripts/browser-test.sh

@@ -186,12 +186,20 @@ impl Application {
             shutdown.clone(),
             config.shutdown_grace(),
         );
-        let app = router(AppState {
+        let metrics = crate::service_metrics::install();
+        if metrics.is_none() {
+            tracing::warn!("metrics unavailable: another recorder is installed in this process");
+        }
+        if let Some(handle) = metrics.clone() {
+            tokio::spawn(keep_metrics_tidy(handle, shutdown.clone()));
+        }
+        let app = router(AppState::new(
             queue,
-            config: config.clone(),
+            config.clone(),
+            metrics,
             client_session_key,
-            degraded: containment_refusal.map(Arc::from),
-        });
+            containment_refusal.map(Arc::from),
+        ));
         let worker = tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace()));
 
         tracing::info!("listening on http://{}", listener.local_addr()?);
@@ -274,6 +282,21 @@ async fn listen_address(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     addresses
         .next()
         .with_context(|| format!("HOST={host} resolves to no address"))
+}
+
+/// Folds recorded histogram samples into their buckets now and then, so memory stays flat
+/// between scrapes.
+async fn keep_metrics_tidy(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = every.tick() => handle.run_upkeep(),
+            _ = shutdown.cancelled() => break,
+        }
+    }
 }
 
 /// Keeps learners' children away from the server's own secrets: files the server creates are

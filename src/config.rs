@@ -246,9 +246,18 @@ pub struct Config {
     pub trust_forwarded_for: bool,
 
     /// Bearer token that unlocks the instructor endpoints (`GET /api/v1/sessions`,
-    /// `GET /api/v1/sessions/{id}/jobs`); unset turns them off. Never logged.
+    /// `GET /api/v1/sessions/{id}/jobs`) and signs in to the dashboard (`/instructor`); unset
+    /// turns both off. Never logged.
     #[arg(long, env = "INSTRUCTOR_TOKEN", hide_env_values = true)]
     pub instructor_token: Option<String>,
+
+    /// How long an instructor stays signed in to the dashboard (`/instructor`), in minutes.
+    #[arg(long, env = "INSTRUCTOR_SESSION_MINUTES", default_value_t = 480)]
+    pub instructor_session_minutes: u64,
+
+    /// Bearer token `GET /metrics` requires; unset leaves `/metrics` open. Never logged.
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 
     /// Seconds a legacy endpoint (`/run-metta`, …) waits for its job before answering 408.
     #[arg(long, env = "LEGACY_WAIT_SECS", default_value_t = 30)]
@@ -259,6 +268,20 @@ pub struct Config {
     /// `shared`, the original service's one session `default` for everyone.
     #[arg(long, env = "LEGACY_SESSIONS", value_enum, default_value_t = LegacySessions::PerClient)]
     pub legacy_sessions: LegacySessions,
+    /// How log lines are written to stderr: `text` (for people) or `json` (one JSON object per
+    /// line, with the request and job spans' fields, for log collectors).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The shape of the service's log lines (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event, spans as `request{request_id=…}:` prefixes.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields.message`, the current `span`
+    /// and the list of enclosing `spans` (with `request_id`, `job_id`, …).
+    Json,
 }
 
 impl Config {
@@ -337,18 +360,20 @@ impl Config {
                 self.host
             ));
         }
-        if let Some(token) = &self.instructor_token {
+        for (name, token) in [
+            ("INSTRUCTOR_TOKEN", &self.instructor_token),
+            ("METRICS_TOKEN", &self.metrics_token),
+        ] {
+            let Some(token) = token else { continue };
             if token.is_empty() {
-                return Err(
-                    "INSTRUCTOR_TOKEN is set but empty; unset it to turn the instructor endpoints off"
-                        .into(),
-                );
+                return Err(format!(
+                    "{name} is set but empty; unset it to turn off what it guards"
+                ));
             }
             if token.trim() != token {
-                return Err(
-                    "INSTRUCTOR_TOKEN starts or ends with whitespace, which a client would have to send too; remove it (the value is not shown)"
-                        .into(),
-                );
+                return Err(format!(
+                    "{name} starts or ends with whitespace, which a client would have to send too; remove it (the value is not shown)"
+                ));
             }
         }
         if let Some(list) = &self.frontend_url {
@@ -463,6 +488,12 @@ impl Config {
             ),
             Range::new("LEGACY_WAIT_SECS", self.legacy_wait_secs, 1, 3600)
                 .because("0 would answer every playground request 408 at once"),
+            Range::new(
+                "INSTRUCTOR_SESSION_MINUTES",
+                self.instructor_session_minutes,
+                1,
+                7 * 24 * 60,
+            ),
         ]
     }
 

@@ -1,7 +1,10 @@
 //! In-process wake-ups between the API and the worker: "a job was accepted" (wakes the worker)
 //! and "job X reached a final state" (wakes the requests long-waiting for X, and only them).
 //! Both are edges only; the database stays the truth, so a missed signal costs a re-read,
-//! never a wrong answer.
+//! never a wrong answer. Beside them, which request submitted each job still in flight, so the
+//! worker's log lines about a job carry that request's id (memory only, for logs only), and
+//! the last minutes of finished jobs for the instructors' live queue view (`RecentActivity`):
+//! every final state passes through `job_finished`, from the worker or a cancellation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,6 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{oneshot, Notify};
 
 use crate::domain::JobId;
+use crate::recent_activity::RecentActivity;
+use crate::request_context::RequestId;
 use crate::store::JobRecord;
 
 /// What a waiter gets when its job is announced: the final record, when the announcer had
@@ -27,7 +32,15 @@ pub struct JobSignals {
     accepted: Notify,
     waiting: Mutex<Waiting>,
     next_key: std::sync::atomic::AtomicU64,
+    /// The request that submitted each job not yet announced finished. Entries leave at the
+    /// announcement; jobs a restart recovered have none.
+    origins: Mutex<HashMap<JobId, RequestId>>,
+    /// Jobs finished in the last minutes (the live queue view).
+    activity: RecentActivity,
 }
+
+/// Origins kept at most; past it the map is cleared (only log lines lose their request id).
+const MAX_TRACKED_ORIGINS: usize = 100_000;
 
 impl JobSignals {
     pub fn new() -> Self {
@@ -39,6 +52,37 @@ impl JobSignals {
         self.accepted.notify_one();
     }
 
+    /// Notes which request submits job `id` (before it is stored).
+    pub fn note_origin(&self, id: JobId, origin: RequestId) {
+        let mut origins = self.origins.lock().unwrap_or_else(PoisonError::into_inner);
+        if origins.len() >= MAX_TRACKED_ORIGINS {
+            origins.clear();
+        }
+        origins.insert(id, origin);
+    }
+
+    /// Drops the origin of a job that was not stored after all.
+    pub fn forget_origin(&self, id: JobId) {
+        self.origins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// The request that submitted job `id`, while the job is in flight in this process.
+    pub fn origin_of(&self, id: JobId) -> Option<RequestId> {
+        self.origins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    /// Jobs finished in the last minutes.
+    pub fn recent_activity(&self) -> &RecentActivity {
+        &self.activity
+    }
+
     /// The worker sleeps here while the queue is empty.
     pub async fn wait_for_accepted_job(&self) {
         self.accepted.notified().await;
@@ -46,6 +90,13 @@ impl JobSignals {
 
     /// Called after a job's final state is committed: wakes the requests waiting for it.
     pub fn job_finished(&self, id: JobId, record: Option<JobRecord>) {
+        self.origins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Some(job) = &record {
+            self.activity.record_finished(job);
+        }
         let waiters = self.lock().remove(&id);
         let record = record.map(Arc::new);
         for (_, waiter) in waiters.into_iter().flatten() {

@@ -7,7 +7,8 @@
 //! inside a supervised engine child that embeds hyperon through pyo3 (`engine`). Results,
 //! output and each session's history are stored, so clients poll or long-wait (`job_signals`),
 //! and a restart loses nothing. `http` is the API, `app` wires it all, `config` is every knob,
-//! `domain` the vocabulary. `docs/ARCHITECTURE.md` walks through the layout.
+//! `domain` the vocabulary, `service_metrics` what `/metrics` shows, `request_context` the id that ties a request's log lines
+//! (and its jobs') together. `docs/ARCHITECTURE.md` walks through the layout.
 
 pub mod app;
 pub mod capture;
@@ -19,7 +20,10 @@ pub mod instance;
 pub mod job_signals;
 pub mod python_runner;
 pub mod queue;
+pub mod recent_activity;
+pub mod request_context;
 pub mod sandbox;
+pub mod service_metrics;
 pub mod store;
 pub mod worker;
 

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use metta_learner_backend::config::LogFormat;
 use metta_learner_backend::engine::child::{run_engine, EngineArgs};
 use metta_learner_backend::{Application, Config};
 use tokio_util::sync::CancellationToken;
@@ -38,16 +39,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    // A log line that cannot be written (the log pipe is gone) is dropped, not reported on
-    // stderr, which would panic: a server whose supervisor died must still run and stop.
-    tracing_subscriber::fmt()
-        .log_internal_errors(false)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -86,6 +78,28 @@ fn describe_error(err: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+/// Logs to stderr in the configured format, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    // A log line that cannot be written (the log pipe is gone) is dropped, not reported on
+    // stderr, which would panic: a server whose supervisor died must still run and stop.
+    let logs = tracing_subscriber::fmt()
+        .log_internal_errors(false)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 /// Fires the shutdown token on SIGTERM or SIGINT.

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobId;
 use crate::job_signals::{FinishWaiter, JobSignals};
+use crate::request_context::RequestId;
 use crate::store::{CancelOutcome, EnqueueOutcome, JobRecord, NewJob, Store, StoreError};
 
 /// What a submission did.
@@ -72,14 +73,31 @@ impl JobQueue {
         &self.store
     }
 
+    /// Jobs finished in the last minutes (for the live queue view).
+    pub fn recent_activity(&self) -> &crate::recent_activity::RecentActivity {
+        self.signals.recent_activity()
+    }
+
     /// Stores the job (or finds the earlier one with its idempotency key) and wakes the worker.
+    /// The request being served (if any) is noted as the job's origin for the worker's logs.
     pub async fn submit(&self, job: NewJob) -> Result<Submission, StoreError> {
         let _in_flight = match KeyInFlight::claim(&self.keys_in_flight, &job) {
             Ok(guard) => guard,
             Err(()) => return Ok(Submission::KeyInFlight),
         };
-        Ok(match self.store.enqueue_job(&job, self.max_queued).await? {
+        // Noted before the job is stored: the worker may claim it the moment it is committed.
+        let origin = RequestId::current();
+        if let Some(origin) = &origin {
+            self.signals.note_origin(job.id, origin.clone());
+        }
+        let outcome = self.store.enqueue_job(&job, self.max_queued).await;
+        if origin.is_some() && !matches!(outcome, Ok(EnqueueOutcome::Accepted(_))) {
+            self.signals.forget_origin(job.id);
+        }
+        Ok(match outcome? {
             EnqueueOutcome::Accepted(record) => {
+                tracing::debug!(job_id = %record.id, kind = record.kind.as_str(), "job accepted");
+                crate::service_metrics::job_accepted(record.kind, record.language);
                 self.signals.job_accepted();
                 Submission::Accepted(record)
             }
@@ -133,6 +151,7 @@ impl JobQueue {
     pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreError> {
         let outcome = self.store.cancel_job(id).await?;
         if let CancelOutcome::Cancelled(job) = &outcome {
+            crate::service_metrics::job_finished(job);
             self.signals.job_finished(id, Some(job.clone()));
         }
         Ok(outcome)

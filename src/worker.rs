@@ -6,12 +6,18 @@
 //! and the engine supervisor. With an empty queue it sleeps until the API signals an accepted
 //! job (no polling). On shutdown it stops claiming, gives the running jobs the grace period,
 //! then abandons them (their rows stay `running`, and start-up recovery re-queues them).
+//!
+//! Its log lines about a job sit in a `job` span naming the job and the request that
+//! submitted it (`job_span`), so a request's id finds its jobs' lines here too: one `info`
+//! line when a job finishes (status, run time), `debug` when it starts (the hot path logs
+//! little: each line costs the server a few microseconds per job).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::capture::CapturedOutput;
 use crate::domain::{ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
@@ -74,9 +80,15 @@ impl Worker {
                 }
             };
             let first = claimed[0].job.id;
-            tracing::debug!(job = %first, jobs = claimed.len(), "running");
+            let batch_size = claimed.len();
+            for claimed in &claimed {
+                job_span(&self.signals, &claimed.job).in_scope(|| {
+                    tracing::debug!(batch_size, "job started");
+                });
+            }
+            let batch_span = tracing::info_span!("batch", first_job_id = %first, jobs = batch_size);
             let finished = {
-                let execute = self.execute(claimed);
+                let execute = self.execute(claimed).instrument(batch_span);
                 tokio::pin!(execute);
                 tokio::select! {
                     () = &mut execute => true,
@@ -149,7 +161,7 @@ impl Worker {
                 store_failure(&self.store, job.id).await
             }
         };
-        self.signals.job_finished(job.id, record);
+        announce(&self.signals, job.id, record);
     }
 
     async fn run_python(&mut self, job: &JobRecord) -> Result<Option<JobRecord>, StoreError> {
@@ -226,7 +238,7 @@ impl Worker {
         }
         for id in failed_to_prepare {
             let record = store_failure(store, id).await;
-            signals.job_finished(id, record);
+            announce(signals, id, record);
         }
 
         let mut next = 0;
@@ -270,7 +282,7 @@ impl Worker {
                         Err(err) => {
                             tracing::error!(job = %request.job_id, "cannot read the session's history: {err}");
                             let record = store_failure(store, request.job_id).await;
-                            signals.job_finished(request.job_id, record);
+                            announce(signals, request.job_id, record);
                             next = at + 1;
                         }
                     }
@@ -438,17 +450,45 @@ async fn store_and_announce(store: &Store, signals: &JobSignals, outcomes: &[(Jo
                 .map(|record| (record.id, record))
                 .collect();
             for (id, _) in outcomes {
-                signals.job_finished(*id, records.remove(id));
+                announce(signals, *id, records.remove(id));
             }
         }
         Err(err) => {
             tracing::error!("cannot store {} jobs' outcomes: {err}", outcomes.len());
             for (id, _) in outcomes {
                 let record = store_failure(store, *id).await;
-                signals.job_finished(*id, record);
+                announce(signals, *id, record);
             }
         }
     }
+}
+
+/// The span of the worker's lines about `job`: its id, kind, and the request that submitted
+/// it (`-` when unknown, e.g. a job recovered after a restart).
+fn job_span(signals: &JobSignals, job: &JobRecord) -> tracing::Span {
+    let origin = signals.origin_of(job.id);
+    tracing::info_span!(
+        "job",
+        job_id = %job.id,
+        kind = job.kind.as_str(),
+        request_id = origin.as_ref().map_or("-", |id| id.as_str()),
+    )
+}
+
+/// Logs a job's end (in its span) and wakes the requests waiting for it.
+fn announce(signals: &JobSignals, id: JobId, record: Option<JobRecord>) {
+    match &record {
+        Some(job) => job_span(signals, job).in_scope(|| {
+            crate::service_metrics::job_finished(job);
+            tracing::info!(
+                status = job.status.as_str(),
+                duration_ms = job.duration_ms,
+                "job finished"
+            );
+        }),
+        None => tracing::warn!(job_id = %id, "job finished without a stored record"),
+    }
+    signals.job_finished(id, record);
 }
 
 /// Marks a running job failed because its outcome could not be stored.

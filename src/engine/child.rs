@@ -92,14 +92,14 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
     let driver = match load_driver(&args, response_fd) {
         Ok((driver, version)) => {
             let ready = serde_json::json!({"outcome": "ready", "hyperon": version});
-            if writeln!(responses, "{ready}").is_err() {
+            if write_line(&mut responses, &ready.to_string()).is_err() {
                 return ExitCode::FAILURE;
             }
             driver
         }
         Err(message) => {
             let refusal = serde_json::json!({"outcome": "unavailable", "error": message});
-            let _ = writeln!(responses, "{refusal}");
+            let _ = write_line(&mut responses, &refusal.to_string());
             return ExitCode::from(3);
         }
     };
@@ -116,12 +116,22 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
                 .unwrap_or_else(|err| Some(engine_error(&line, &err.to_string())))
         });
         if let Some(response) = response {
-            if writeln!(responses, "{response}").is_err() || responses.flush().is_err() {
+            if write_line(&mut responses, &response).is_err() || responses.flush().is_err() {
                 break;
             }
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Writes `text` and its newline in one `write` (atomic on a pipe up to `PIPE_BUF` bytes), so
+/// a child killed mid-answer never leaves the supervisor a fragment such as a lone `{`
+/// (`writeln!` of a JSON value issues one write per token).
+fn write_line(responses: &mut File, text: &str) -> std::io::Result<()> {
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    responses.write_all(line.as_bytes())
 }
 
 /// Puts the project environment on `sys.path`, imports the driver (and so hyperon).

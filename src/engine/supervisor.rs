@@ -209,11 +209,22 @@ impl EngineSupervisor {
     }
 
     /// Starts a child now if none is running, so the next job does not wait for the import.
+    /// A child killed from outside while it was starting is started once more before the
+    /// failure counts (the jobs waiting for it are not to blame).
     pub async fn ensure_started(&mut self) -> Result<(), String> {
         if self.process.is_none() {
-            let spawned = self.spawn().await;
+            let mut spawned = self.spawn().await;
+            if let Err(failure) = &spawned {
+                if failure.killed {
+                    tracing::warn!(
+                        "the MeTTa engine was killed while starting ({}); starting another",
+                        failure.reason
+                    );
+                    spawned = self.spawn().await;
+                }
+            }
             self.start_failing = spawned.is_err();
-            self.process = Some(spawned?);
+            self.process = Some(spawned.map_err(|failure| failure.reason)?);
         }
         Ok(())
     }
@@ -360,6 +371,9 @@ impl EngineSupervisor {
             .collect();
         let run_ids: Vec<String> = requests.iter().map(|run| run.job_id.to_string()).collect();
         let replay_timeout = self.settings.replay_timeout;
+        crate::service_metrics::sessions_replayed(
+            requests.iter().filter(|run| run.history.is_some()).count(),
+        );
         let wire = BatchRequest {
             op: "batch",
             id: &batch_id,
@@ -516,6 +530,7 @@ impl EngineSupervisor {
                 }
                 Event::Deadline => {
                     kill_group(*leader);
+                    crate::service_metrics::engine_killed("deadline");
                     outputs.finish_answered(&mut answered, &mut pending);
                     if outputs.current < requests.len() {
                         let (stdout, stderr) =
@@ -592,6 +607,7 @@ impl EngineSupervisor {
             };
             // The child died (or can no longer be talked to).
             kill_group(*leader);
+            crate::service_metrics::engine_killed("died");
             if !received {
                 return Err(NotReceived(death));
             }
@@ -621,11 +637,12 @@ impl EngineSupervisor {
         Ok(end)
     }
 
-    async fn spawn(&mut self) -> Result<EngineProcess, String> {
+    async fn spawn(&mut self) -> Result<EngineProcess, StartFailure> {
         if let Some(reason) = &self.settings.refusal {
             return Err(format!(
                 "this server runs no learner's code until its operator fixes its containment: {reason}"
-            ));
+            )
+            .into());
         }
         let containment = self.settings.containment.clone();
         let work_dir = child_work_dir(&self.settings.scratch, "engine-", containment.identity)
@@ -682,18 +699,25 @@ impl EngineSupervisor {
         let line = match greeting {
             Ok(Ok(Some(line))) => line,
             Ok(_) => {
-                let status = process.child.wait().await.map(describe_exit);
+                let exit = process.child.wait().await;
+                let killed = exit.as_ref().is_ok_and(|status| {
+                    std::os::unix::process::ExitStatusExt::signal(status).is_some()
+                });
+                let status = exit.map(describe_exit);
                 let mut stderr_text = Vec::new();
                 while let Ok(Some(chunk)) =
                     tokio::time::timeout(DRAIN_AFTER_DEATH, process.stderr.recv()).await
                 {
                     stderr_text.extend_from_slice(&chunk);
                 }
-                return Err(format!(
-                    "the engine stopped before it was ready ({}): {}",
-                    status.unwrap_or_else(|err| err.to_string()),
-                    String::from_utf8_lossy(&stderr_text).trim()
-                ));
+                return Err(StartFailure {
+                    reason: format!(
+                        "the engine stopped before it was ready ({}): {}",
+                        status.unwrap_or_else(|err| err.to_string()),
+                        String::from_utf8_lossy(&stderr_text).trim()
+                    ),
+                    killed,
+                });
             }
             Err(_) => return Err("the engine did not become ready within 60 s".into()),
         };
@@ -701,6 +725,7 @@ impl EngineSupervisor {
             .map_err(|err| format!("unreadable greeting from the engine: {err}"))?;
         match greeting.outcome {
             ResponseOutcome::Ready => {
+                crate::service_metrics::engine_started();
                 let version = greeting.hyperon.unwrap_or_else(|| "unknown".into());
                 if self.hyperon_version.as_deref() != Some(version.as_str()) {
                     tracing::info!(hyperon = %version, "MeTTa engine ready");
@@ -714,8 +739,32 @@ impl EngineSupervisor {
             }
             _ => Err(greeting
                 .error
-                .unwrap_or_else(|| "the engine refused to start".into())),
+                .unwrap_or_else(|| "the engine refused to start".into())
+                .into()),
         }
+    }
+}
+
+/// Why an engine child did not start.
+#[derive(Debug)]
+struct StartFailure {
+    reason: String,
+    /// It died of a signal before it was ready (killed from outside, say): worth one more try.
+    killed: bool,
+}
+
+impl From<String> for StartFailure {
+    fn from(reason: String) -> Self {
+        StartFailure {
+            reason,
+            killed: false,
+        }
+    }
+}
+
+impl From<&str> for StartFailure {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
     }
 }
 

@@ -1,16 +1,21 @@
 //! The HTTP layer's one error type. Each variant is a status code and a message the client may
-//! read; `Internal` logs its cause and tells the client only that it was our fault.
+//! read; `Internal` logs its cause and tells the client only that it was our fault. Refusals
+//! (the client's mistakes, limits) are counted by reason in the metrics.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::wire::{ErrorBody, TimeoutBody};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// The learner's code failed (a legacy endpoint's 400): an answer, not a refusal.
+    #[error("{0}")]
+    LearnerCodeFailed(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -50,13 +55,39 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The reason this answer counts as a refused request, or `None` when it is not one (the
+    /// learner's code failed or timed out, or the fault is ours).
+    fn refusal_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::SlowRequest(_) => "body_timeout",
+            ApiError::QueueFull => "queue_full",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::LearnerCodeFailed(_)
+            | ApiError::Timeout { .. }
+            | ApiError::Fault(_)
+            | ApiError::Internal(_) => return None,
+        })
+    }
+}
+
 /// Seconds a client is told to wait before retrying a refused submission.
 const RETRY_AFTER_SECS: &str = "5";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(reason) = self.refusal_reason() {
+            crate::service_metrics::request_refused(reason);
+        }
         let status = match &self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::LearnerCodeFailed(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -76,13 +107,17 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = match &self {
-            ApiError::Timeout { request_id, .. } => {
-                serde_json::json!({ "error": message, "requestId": request_id })
-            }
-            _ => serde_json::json!({ "error": message }),
+        let mut response = match &self {
+            ApiError::Timeout { request_id, .. } => (
+                status,
+                Json(TimeoutBody {
+                    error: message,
+                    request_id: request_id.clone(),
+                }),
+            )
+                .into_response(),
+            _ => (status, Json(ErrorBody { error: message })).into_response(),
         };
-        let mut response = (status, Json(body)).into_response();
         if matches!(
             self,
             ApiError::PayloadTooLarge(_) | ApiError::SlowRequest(_)

@@ -5,19 +5,17 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-
-use super::wire::{JobView, QueueView};
+use super::wire::{ErrorBody, JobView, QueueView, SubmitJobBody};
 use super::{optional_id, ApiError, AppState, ClientAddress, JsonBody};
 use crate::config::Config;
 use crate::domain::{validate_idempotency_key, CodeId, JobId, JobKind, Language, SessionId};
 use crate::queue::Submission;
 use crate::store::{CancelOutcome, JobRecord, NewJob};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 
 /// Longest `?wait=` a client may ask for, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
@@ -27,19 +25,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/jobs", post(submit_job))
         .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
         .route("/api/v1/queue", get(queue_counts))
-}
-
-/// The body of `POST /api/v1/jobs`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubmitJobBody {
-    pub language: String,
-    pub code: String,
-    pub session_id: Option<String>,
-    pub code_id: Option<String>,
-    pub stdin: Option<String>,
-    /// A shorter deadline than `RUN_TIMEOUT_SECS`, in seconds.
-    pub timeout_secs: Option<f64>,
 }
 
 /// A run request from either API, before validation.
@@ -154,7 +139,29 @@ fn job_response(job: &JobRecord) -> Response {
     (status, Json(JobView::from(job))).into_response()
 }
 
-async fn submit_job(
+/// Queues a run; answers `202` with the job, or with `?wait=S` `200` once it is final.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    request_body = SubmitJobBody,
+    params(
+        ("wait" = Option<f64>, Query, description = "seconds (0-60) to wait for the job to finish"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-128 visible ASCII characters; a retry of the same request with the same key returns the first job (a key belongs to the job's session, or to the client's address without one)"),
+    ),
+    responses(
+        (status = 200, description = "the job, final (with `wait`)", body = JobView),
+        (status = 202, description = "the job, queued or running", body = JobView),
+        (status = 400, description = "a bad body, language, id, wait or key", body = ErrorBody),
+        (status = 409, description = "a request with the same Idempotency-Key is still being accepted; retry", body = ErrorBody),
+        (status = 413, description = "the body, code or stdin is too large", body = ErrorBody),
+        (status = 422, description = "the Idempotency-Key was used for a different request", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+        (status = 503, description = "the queue is full", body = ErrorBody),
+    )
+)]
+pub async fn submit_job(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
     client: ClientAddress,
@@ -215,7 +222,23 @@ pub fn refusal(submission: Submission) -> ApiError {
     }
 }
 
-async fn get_job(
+/// A job; with `?wait=S` the answer comes the moment the job is final (or after S s).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(
+        ("id" = String, Path, description = "the job's id (a UUID)"),
+        ("wait" = Option<f64>, Query, description = "seconds (0-60) to wait for a final state"),
+    ),
+    responses(
+        (status = 200, description = "the job", body = JobView),
+        (status = 400, description = "a malformed id or wait", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+    )
+)]
+pub async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
@@ -230,7 +253,22 @@ async fn get_job(
     Ok((StatusCode::OK, Json(JobView::from(&job))).into_response())
 }
 
-async fn cancel_job(
+/// Cancels a queued job.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "the job's id (a UUID)")),
+    responses(
+        (status = 200, description = "the cancelled job", body = JobView),
+        (status = 400, description = "a malformed id", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job runs or has finished", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+    )
+)]
+pub async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -245,7 +283,17 @@ async fn cancel_job(
     }
 }
 
-async fn queue_counts(State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {
+/// Jobs in each state, and the running one.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queue",
+    tag = "jobs",
+    responses(
+        (status = 200, description = "the counts", body = QueueView),
+        (status = 500, description = "the service failed", body = ErrorBody),
+    )
+)]
+pub async fn queue_counts(State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {
     let counts = state.queue.store().queue_counts().await?;
     Ok(Json(QueueView::from(&counts)))
 }

@@ -12,9 +12,14 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::IntoParams;
 
 use super::jobs::RunSubmission;
+use super::wire::{
+    ErrorBody, LegacyCutAnswer, LegacyHistory, LegacyHistoryEntry, LegacyMessage,
+    LegacyMettaAnswer, LegacyPythonAnswer, LegacyQueueStatus, LegacyRunBody, LegacySessionBody,
+    TimeoutBody,
+};
 use super::{optional_id, ApiError, AppState, ClientAddress, JsonBody, OptionalJsonBody};
 use crate::config::LegacySessions;
 use crate::domain::{CodeId, ErrorKind, JobKind, JobStatus, Language, SessionId};
@@ -32,26 +37,12 @@ pub fn router() -> Router<AppState> {
         .route("/remove-code", post(remove_code))
 }
 
-/// The body of `/run-metta` and `/run-python`; `language` is accepted and ignored.
-#[derive(Debug, Default, Deserialize)]
+/// `?sessionId=` of `/get-history`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct LegacyRunBody {
-    code: Option<String>,
-    code_id: Option<String>,
-    session_id: Option<String>,
-}
-
-/// The body of `/reset-atomspace`, `/reset-to-code` and `/remove-code`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LegacySessionBody {
-    code_id: Option<String>,
-    session_id: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionQuery {
+#[into_params(parameter_in = Query)]
+pub struct SessionQuery {
+    /// The session (else the `X-Session-Id` header, else `default`).
     session_id: Option<String>,
 }
 
@@ -119,6 +110,18 @@ fn client_session(key: &[u8], address: &str, user_agent: &[u8]) -> SessionId {
         .unwrap_or_else(|_| unreachable!("c- and hex digits form a valid session id"))
 }
 
+/// `/run-metta` runs MeTTa only: a body naming another language is refused (400), as the
+/// original service did, rather than run as MeTTa.
+fn require_metta(language: Option<&str>) -> Result<(), ApiError> {
+    match language {
+        None | Some("metta") => Ok(()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "Unsupported language '{}': /run-metta runs only \"metta\" (use /run-python for Python)",
+            crate::domain::truncate_for_message(other)
+        ))),
+    }
+}
+
 fn required_code(code: Option<String>) -> Result<String, ApiError> {
     code.ok_or_else(|| ApiError::BadRequest("code is required".into()))
 }
@@ -135,7 +138,7 @@ async fn run_to_completion(state: &AppState, job: NewJob) -> Result<JobRecord, A
     match job.status {
         JobStatus::Succeeded => Ok(job),
         JobStatus::Failed => Err(match job.error_kind {
-            Some(ErrorKind::Code) => ApiError::BadRequest(error()),
+            Some(ErrorKind::Code) => ApiError::LearnerCodeFailed(error()),
             Some(ErrorKind::NotFound) => ApiError::NotFound(error()),
             Some(ErrorKind::Service) | None => ApiError::Fault(error()),
         }),
@@ -160,12 +163,32 @@ async fn run_to_completion(state: &AppState, job: NewJob) -> Result<JobRecord, A
     }
 }
 
-async fn run_metta(
+/// Runs MeTTa in the session and answers once the result exists.
+#[utoipa::path(
+    post,
+    path = "/run-metta",
+    tag = "playground",
+    request_body = LegacyRunBody,
+    params(("X-Session-Id" = Option<String>, Header, description = "the session, when the body names none (else `default`)")),
+    responses(
+        (status = 200, description = "the run finished; `result` is what metta-py prints", body = LegacyMettaAnswer),
+        (status = 400, description = "a bad body, another language, or the learner's code failed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody),
+        (status = 408, description = "the run hit its deadline, or the wait ran out (the job goes on)", body = TimeoutBody),
+        (status = 409, description = "the job was cancelled", body = ErrorBody),
+        (status = 413, description = "the body or the code is too large", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service could not run the job", body = ErrorBody),
+        (status = 503, description = "the queue is full", body = ErrorBody),
+    )
+)]
+pub async fn run_metta(
     State(state): State<AppState>,
     client: ClientSession,
     headers: HeaderMap,
     JsonBody(body): JsonBody<LegacyRunBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LegacyMettaAnswer>, ApiError> {
+    require_metta(body.language.as_deref())?;
     let session = legacy_session(body.session_id.as_deref(), &headers, client)?;
     let code_id = optional_id(body.code_id.as_deref(), CodeId::parse)?;
     let job = RunSubmission {
@@ -182,11 +205,11 @@ async fn run_metta(
     let code_id = code_id.unwrap_or_else(|| CodeId::from_job(job.id));
     let job = run_to_completion(&state, job).await?;
     let history_length = state.queue.store().history_length(&session).await?;
-    Ok(Json(json!({
-        "result": legacy_result(&job, state.config.max_output_bytes),
-        "codeId": code_id.as_str(),
-        "historyLength": history_length,
-    })))
+    Ok(Json(LegacyMettaAnswer {
+        code_id: code_id.as_str().to_string(),
+        history_length,
+        result: legacy_result(&job, state.config.max_output_bytes),
+    }))
 }
 
 /// The text a legacy client reads for a run: `result`, except that output cut at
@@ -210,10 +233,27 @@ fn legacy_result(job: &JobRecord, max_output_bytes: usize) -> String {
     )
 }
 
-async fn run_python(
+/// Runs Python in a fresh interpreter and answers with its stdout once it finished.
+#[utoipa::path(
+    post,
+    path = "/run-python",
+    tag = "playground",
+    request_body = LegacyRunBody,
+    responses(
+        (status = 200, description = "the run finished; `result` is its stdout", body = LegacyPythonAnswer),
+        (status = 400, description = "a bad body, or the learner's code failed", body = ErrorBody),
+        (status = 408, description = "the run hit its deadline, or the wait ran out (the job goes on)", body = TimeoutBody),
+        (status = 409, description = "the job was cancelled", body = ErrorBody),
+        (status = 413, description = "the body or the code is too large", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service could not run the job", body = ErrorBody),
+        (status = 503, description = "the queue is full", body = ErrorBody),
+    )
+)]
+pub async fn run_python(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<LegacyRunBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LegacyPythonAnswer>, ApiError> {
     let job = RunSubmission {
         language: Language::Python,
         code: required_code(body.code)?,
@@ -226,65 +266,153 @@ async fn run_python(
     }
     .into_job(&state.config)?;
     let job = run_to_completion(&state, job).await?;
-    Ok(Json(
-        json!({ "result": legacy_result(&job, state.config.max_output_bytes) }),
-    ))
+    Ok(Json(LegacyPythonAnswer {
+        result: legacy_result(&job, state.config.max_output_bytes),
+    }))
 }
 
-async fn queue_status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The queue's size, as the original service reported it.
+#[utoipa::path(
+    get,
+    path = "/queue-status",
+    tag = "playground",
+    responses(
+        (status = 200, description = "queued and running jobs", body = LegacyQueueStatus),
+        (status = 500, description = "the database failed", body = ErrorBody),
+    )
+)]
+pub async fn queue_status(
+    State(state): State<AppState>,
+) -> Result<Json<LegacyQueueStatus>, ApiError> {
     let counts = state.queue.store().queue_counts().await?;
     let queued = counts.count(JobStatus::Queued);
     let running = counts.count(JobStatus::Running);
-    Ok(Json(json!({
-        "queue_size": queued,
-        "is_processing": running > 0,
-        "pending_requests": queued + running,
-    })))
+    Ok(Json(LegacyQueueStatus {
+        is_processing: running > 0,
+        pending_requests: queued + running,
+        queue_size: queued,
+    }))
 }
 
-async fn reset_atomspace(
+/// Clears the session's atomspace and history (a job, ordered against the runs around it).
+#[utoipa::path(
+    post,
+    path = "/reset-atomspace",
+    tag = "playground",
+    request_body(content = Option<LegacySessionBody>, description = "optional; an empty body resets the session named by the header or `default`"),
+    params(("X-Session-Id" = Option<String>, Header, description = "the session, when the body names none (else `default`)")),
+    responses(
+        (status = 200, description = "reset", body = LegacyMessage),
+        (status = 400, description = "a bad body or session id", body = ErrorBody),
+        (status = 408, description = "the wait ran out (the job goes on)", body = TimeoutBody),
+        (status = 409, description = "the job was cancelled", body = ErrorBody),
+        (status = 413, description = "the body is too large", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+        (status = 503, description = "the queue is full", body = ErrorBody),
+    )
+)]
+pub async fn reset_atomspace(
     State(state): State<AppState>,
     client: ClientSession,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<LegacySessionBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LegacyMessage>, ApiError> {
     let session = legacy_session(body.session_id.as_deref(), &headers, client)?;
     let job = NewJob::session_change(JobKind::ResetSession, session, None);
     let job = run_to_completion(&state, job).await?;
-    Ok(Json(json!({ "message": job.result.unwrap_or_default() })))
+    Ok(Json(LegacyMessage {
+        message: job.result.unwrap_or_default(),
+    }))
 }
 
-async fn get_history(
+/// The session's history cells, in order.
+#[utoipa::path(
+    get,
+    path = "/get-history",
+    tag = "playground",
+    params(SessionQuery, ("X-Session-Id" = Option<String>, Header, description = "the session, when the body names none (else `default`)")),
+    responses(
+        (status = 200, description = "the history", body = LegacyHistory),
+        (status = 400, description = "a bad session id", body = ErrorBody),
+        (status = 500, description = "the database failed", body = ErrorBody),
+    )
+)]
+pub async fn get_history(
     State(state): State<AppState>,
     client: ClientSession,
     headers: HeaderMap,
     Query(query): Query<SessionQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LegacyHistory>, ApiError> {
     let session = legacy_session(query.session_id.as_deref(), &headers, client)?;
     let cells = state.queue.store().load_history(&session).await?;
-    let history: Vec<Value> = cells
+    let history: Vec<LegacyHistoryEntry> = cells
         .iter()
-        .map(|cell| json!({ "id": cell.code_id.as_str(), "code": cell.code }))
+        .map(|cell| LegacyHistoryEntry {
+            code: cell.code.clone(),
+            id: cell.code_id.as_str().to_string(),
+        })
         .collect();
-    Ok(Json(json!({ "length": history.len(), "history": history })))
+    Ok(Json(LegacyHistory {
+        length: history.len(),
+        history,
+    }))
 }
 
-async fn reset_to_code(
+/// Cuts the history at `codeId`: that cell and everything after it go.
+#[utoipa::path(
+    post,
+    path = "/reset-to-code",
+    tag = "playground",
+    request_body = LegacySessionBody,
+    params(("X-Session-Id" = Option<String>, Header, description = "the session, when the body names none (else `default`)")),
+    responses(
+        (status = 200, description = "cut (or the history was empty)", body = LegacyCutAnswer),
+        (status = 400, description = "codeId missing or malformed", body = ErrorBody),
+        (status = 404, description = "codeId is not in the history", body = ErrorBody),
+        (status = 408, description = "the wait ran out (the job goes on)", body = TimeoutBody),
+        (status = 409, description = "the job was cancelled", body = ErrorBody),
+        (status = 413, description = "the body is too large", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+        (status = 503, description = "the queue is full", body = ErrorBody),
+    )
+)]
+pub async fn reset_to_code(
     State(state): State<AppState>,
     client: ClientSession,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<LegacySessionBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LegacyCutAnswer>, ApiError> {
     let session = legacy_session(body.session_id.as_deref(), &headers, client)?;
     cut_history(&state, session, body, JobKind::ResetTo).await
 }
 
-async fn remove_code(
+/// The same cut as `/reset-to-code` (the original service's semantics).
+#[utoipa::path(
+    post,
+    path = "/remove-code",
+    tag = "playground",
+    request_body = LegacySessionBody,
+    params(("X-Session-Id" = Option<String>, Header, description = "the session, when the body names none (else `default`)")),
+    responses(
+        (status = 200, description = "cut (or the history was empty)", body = LegacyCutAnswer),
+        (status = 400, description = "codeId missing or malformed", body = ErrorBody),
+        (status = 404, description = "codeId is not in the history", body = ErrorBody),
+        (status = 408, description = "the wait ran out (the job goes on)", body = TimeoutBody),
+        (status = 409, description = "the job was cancelled", body = ErrorBody),
+        (status = 413, description = "the body is too large", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+        (status = 503, description = "the queue is full", body = ErrorBody),
+    )
+)]
+pub async fn remove_code(
     State(state): State<AppState>,
     client: ClientSession,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<LegacySessionBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LegacyCutAnswer>, ApiError> {
     let session = legacy_session(body.session_id.as_deref(), &headers, client)?;
     cut_history(&state, session, body, JobKind::RemoveCell).await
 }
@@ -294,7 +422,7 @@ async fn cut_history(
     session: SessionId,
     body: LegacySessionBody,
     kind: JobKind,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LegacyCutAnswer>, ApiError> {
     let code_id = body
         .code_id
         .as_deref()
@@ -303,10 +431,10 @@ async fn cut_history(
     let job = NewJob::session_change(kind, session.clone(), Some(code_id));
     let job = run_to_completion(state, job).await?;
     let history_length = state.queue.store().history_length(&session).await?;
-    Ok(Json(json!({
-        "message": job.result.unwrap_or_default(),
-        "historyLength": history_length,
-    })))
+    Ok(Json(LegacyCutAnswer {
+        history_length,
+        message: job.result.unwrap_or_default(),
+    }))
 }
 
 #[cfg(test)]

@@ -2,13 +2,21 @@
 //! pieces every handler uses (state, the JSON body reader, the error type).
 //!
 //! Handlers validate input, call the queue or the store's named operations, and map records to
-//! wire shapes (`wire`). They never write SQL and never run code. Every answer is JSON; every
-//! error is `{"error": "..."}` saying what to fix, and internal causes go to the log only.
+//! wire shapes (`wire`). They never write SQL and never run code. Every API answer is JSON;
+//! every error is `{"error": "..."}` saying what to fix (even those hyper makes before routing,
+//! `connection_io`), and internal causes go to the log only. The instructor dashboard
+//! (`dashboard`) is the one part that answers HTML. Every answer carries `X-Request-Id`
+//! (`request_log`); `/metrics` and the OpenAPI document (`openapi`) are here too.
 
+mod connection_io;
+mod dashboard;
 mod error;
 mod jobs;
 mod legacy;
+mod metrics;
+mod openapi;
 mod rate_limit;
+mod request_log;
 mod serve;
 mod sessions;
 mod wire;
@@ -28,6 +36,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::Config;
 use crate::queue::JobQueue;
+use dashboard::InstructorSessions;
 pub use error::ApiError;
 pub use serve::{serve, ConnectionLimits};
 
@@ -41,6 +50,39 @@ pub struct AppState {
     pub client_session_key: Arc<[u8]>,
     /// Why the server runs no learner's code, when it does not (`/health` says `degraded`).
     pub degraded: Option<Arc<str>>,
+    /// Renders `/metrics`; `None` when this process could not install the recorder.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The instructor dashboard's sign-ins; `None` (dashboard off) without `INSTRUCTOR_TOKEN`.
+    pub instructors: Option<Arc<InstructorSessions>>,
+}
+
+impl AppState {
+    pub fn new(
+        queue: JobQueue,
+        config: Arc<Config>,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        client_session_key: Arc<[u8]>,
+        degraded: Option<Arc<str>>,
+    ) -> Self {
+        let instructors = config
+            .instructor_token
+            .clone()
+            .filter(|token| !token.is_empty())
+            .map(|token| {
+                let lifetime = std::time::Duration::from_secs(
+                    config.instructor_session_minutes.saturating_mul(60),
+                );
+                Arc::new(InstructorSessions::new(token, lifetime))
+            });
+        AppState {
+            queue,
+            config,
+            client_session_key,
+            degraded,
+            metrics,
+            instructors,
+        }
+    }
 }
 
 /// The whole application router.
@@ -58,6 +100,9 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(sessions::router())
         .merge(legacy::router())
+        .merge(metrics::router())
+        .merge(openapi::router())
+        .merge(dashboard::router())
         .fallback(unknown_route)
         .with_state(state)
         .layer(middleware::from_fn_with_state(
@@ -68,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(cors)
+        .layer(middleware::from_fn(request_log::name_and_log_request))
 }
 
 fn cors_layer(config: &Config) -> CorsLayer {
@@ -78,7 +124,9 @@ fn cors_layer(config: &Config) -> CorsLayer {
             header::AUTHORIZATION,
             header::HeaderName::from_static("idempotency-key"),
             header::HeaderName::from_static("x-session-id"),
+            request_log::REQUEST_ID_HEADER,
         ])
+        .expose_headers([request_log::REQUEST_ID_HEADER])
         .max_age(std::time::Duration::from_secs(600));
     match config.allowed_origins() {
         None => layer.allow_origin(Any),
@@ -92,19 +140,27 @@ fn cors_layer(config: &Config) -> CorsLayer {
     }
 }
 
-async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+/// Liveness and the queue's size (monitoring calls it every few minutes).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "the service and its database answer", body = wire::HealthView),
+        (status = 503, description = "the database is unavailable", body = wire::ErrorBody),
+    )
+)]
+pub async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.queue.store().queue_counts().await {
         Ok(counts) => {
-            let mut body = serde_json::json!({
-                "status": "ok",
-                "queued": counts.count(crate::domain::JobStatus::Queued),
-                "running": counts.count(crate::domain::JobStatus::Running),
-            });
-            if let Some(reason) = &state.degraded {
-                body["status"] = "degraded".into();
-                body["reason"] = reason.as_ref().into();
-            }
-            Json(body).into_response()
+            let degraded = state.degraded.as_deref();
+            Json(wire::HealthView {
+                queued: counts.count(crate::domain::JobStatus::Queued),
+                running: counts.count(crate::domain::JobStatus::Running),
+                status: if degraded.is_some() { "degraded" } else { "ok" },
+                reason: degraded.map(str::to_string),
+            })
+            .into_response()
         }
         Err(err) => ApiError::Unavailable(format!("database unavailable: {err}")).into_response(),
     }
@@ -121,13 +177,19 @@ async fn errors_as_json(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    // JSON is already the API's shape; HTML is the dashboard's own error page.
+    let is_json_or_page = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|value| {
+            value.starts_with("application/json") || value.starts_with("text/html")
+        });
+    if is_json_or_page {
         return response;
+    }
+    if status.is_client_error() {
+        crate::service_metrics::request_refused(framework_refusal_reason(status));
     }
     let (parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, 64 * 1024)
@@ -150,6 +212,17 @@ async fn errors_as_json(request: Request, next: Next) -> Response {
         }
     }
     json
+}
+
+/// The metrics' reason for a refusal the framework made (wrong method, media type, …).
+fn framework_refusal_reason(status: axum::http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        405 => "method_not_allowed",
+        408 => "body_timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        _ => "bad_request",
+    }
 }
 
 /// An optional client-chosen identifier (`SessionId::parse`, `CodeId::parse`), parsed, or a

@@ -99,6 +99,7 @@ pub async fn limit_submissions(
     match limiter.take(client, Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
+            crate::service_metrics::request_refused("rate_limited");
             let seconds = wait.as_secs().max(1);
             let mut response = (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -1,7 +1,9 @@
 //! The connection loop: accepts TCP connections and serves HTTP/1.1 on each with the limits a
 //! public service needs against hostile clients (a deadline for the request head, a cap on its
 //! size and header count), and shuts down gracefully: stop accepting, let requests in flight
-//! finish (long waits end early on the same token), give up after a bound.
+//! finish (long waits end early on the same token), give up after a bound. What hyper answers
+//! on its own (an oversized head, a stalled one) is JSON like every other error
+//! (`connection_io`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,6 +19,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
+
+use super::connection_io::ConnectionIo;
 
 /// Limits on what one connection may send before the router sees a request.
 #[derive(Debug, Clone, Copy)]
@@ -58,8 +62,10 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let (io, serving) = ConnectionIo::new(stream, limits.header_read_timeout);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            serving.store(true, std::sync::atomic::Ordering::Relaxed);
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
             async move {
@@ -71,7 +77,7 @@ pub async fn serve(
             }
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

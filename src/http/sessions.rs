@@ -10,12 +10,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::jobs::{submit_and_respond, wait_parameter};
-use super::wire::JobView;
+use super::wire::{
+    CellView, ErrorBody, JobView, ResetToBody, SessionCreated, SessionDetail, SessionJobs,
+    SessionList, SessionSummaryView,
+};
 use super::{ApiError, AppState, JsonBody};
 use crate::domain::{CodeId, JobKind, SessionId};
 use crate::store::{NewJob, SessionView};
@@ -43,7 +44,10 @@ fn code_id(text: &str) -> Result<CodeId, ApiError> {
     CodeId::parse(text).map_err(ApiError::BadRequest)
 }
 
-async fn existing_session(state: &AppState, id: &SessionId) -> Result<SessionView, ApiError> {
+pub(crate) async fn existing_session(
+    state: &AppState,
+    id: &SessionId,
+) -> Result<SessionView, ApiError> {
     state
         .queue
         .store()
@@ -52,47 +56,77 @@ async fn existing_session(state: &AppState, id: &SessionId) -> Result<SessionVie
         .ok_or_else(|| ApiError::NotFound(format!("no session '{id}'")))
 }
 
-async fn create_session(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// A new, unguessable session id.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions",
+    tag = "sessions",
+    responses(
+        (status = 201, description = "the new session", body = SessionCreated),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+    )
+)]
+pub async fn create_session(State(state): State<AppState>) -> Result<Response, ApiError> {
     let id = SessionId::generate();
     state.queue.store().create_session(&id).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "sessionId": id.as_str() })),
+        Json(SessionCreated {
+            session_id: id.as_str().to_string(),
+        }),
     )
         .into_response())
 }
 
-async fn show_session(
+/// The session's history cells, in order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}",
+    tag = "sessions",
+    params(("id" = String, Path, description = "the session id")),
+    responses(
+        (status = 200, description = "the session", body = SessionDetail),
+        (status = 400, description = "a malformed session id", body = ErrorBody),
+        (status = 404, description = "no such session", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+    )
+)]
+pub async fn show_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionDetail>, ApiError> {
     let id = session_id(&id)?;
     let session = existing_session(&state, &id).await?;
-    let cells: Vec<Value> = session
-        .cells
-        .iter()
-        .map(|cell| {
-            json!({
-                "codeId": cell.code_id.as_str(),
-                "code": cell.code,
-                "position": cell.position,
-                "lastResult": cell.last_result,
-                "lastJobId": cell.last_job_id.map(|id| id.to_string()),
-                "createdAt": cell.created_at,
-                "updatedAt": cell.updated_at,
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "sessionId": session.id.as_str(),
-        "createdAt": session.created_at,
-        "updatedAt": session.updated_at,
-        "length": cells.len(),
-        "cells": cells,
-    })))
+    let cells: Vec<CellView> = session.cells.iter().map(CellView::from).collect();
+    Ok(Json(SessionDetail {
+        length: cells.len(),
+        cells,
+        created_at: session.created_at,
+        session_id: session.id.as_str().to_string(),
+        updated_at: session.updated_at,
+    }))
 }
 
-async fn reset_session(
+/// Queues a job that clears the session.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions/{id}/reset",
+    tag = "sessions",
+    params(
+        ("id" = String, Path, description = "the session id"),
+        ("wait" = Option<f64>, Query, description = "seconds (0-60) to wait for the job to finish"),
+    ),
+    responses(
+        (status = 200, description = "the job, final (with `wait`)", body = JobView),
+        (status = 202, description = "the job, queued or running", body = JobView),
+        (status = 400, description = "a malformed session id or wait", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+        (status = 503, description = "the queue is full", body = ErrorBody),
+    )
+)]
+pub async fn reset_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
@@ -103,13 +137,27 @@ async fn reset_session(
     submit_and_respond(&state, job, wait).await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ResetToBody {
-    code_id: String,
-}
-
-async fn reset_to(
+/// Queues a job that cuts the history at `codeId` (that cell and everything after it go).
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions/{id}/reset-to",
+    tag = "sessions",
+    request_body = ResetToBody,
+    params(
+        ("id" = String, Path, description = "the session id"),
+        ("wait" = Option<f64>, Query, description = "seconds (0-60) to wait for the job to finish"),
+    ),
+    responses(
+        (status = 200, description = "the job, final (with `wait`); a codeId not in the history fails it with errorKind not_found", body = JobView),
+        (status = 202, description = "the job, queued or running", body = JobView),
+        (status = 400, description = "a malformed id, body or wait", body = ErrorBody),
+        (status = 413, description = "the body is too large", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+        (status = 503, description = "the queue is full", body = ErrorBody),
+    )
+)]
+pub async fn reset_to(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
@@ -121,7 +169,26 @@ async fn reset_to(
     submit_and_respond(&state, job, wait).await
 }
 
-async fn remove_cell(
+/// Queues a job that removes the cell and everything after it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sessions/{id}/cells/{code_id}",
+    tag = "sessions",
+    params(
+        ("id" = String, Path, description = "the session id"),
+        ("code_id" = String, Path, description = "the cell's codeId"),
+        ("wait" = Option<f64>, Query, description = "seconds (0-60) to wait for the job to finish"),
+    ),
+    responses(
+        (status = 200, description = "the job, final (with `wait`)", body = JobView),
+        (status = 202, description = "the job, queued or running", body = JobView),
+        (status = 400, description = "a malformed id or wait", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+        (status = 503, description = "the queue is full", body = ErrorBody),
+    )
+)]
+pub async fn remove_cell(
     State(state): State<AppState>,
     Path((id, cell)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
@@ -134,12 +201,30 @@ async fn remove_cell(
 
 /// The history as a `.metta` file: each cell under a comment naming it, in order; it runs
 /// with hyperon's `metta-py`.
-async fn export_session(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/export",
+    tag = "sessions",
+    params(("id" = String, Path, description = "the session id")),
+    responses(
+        (status = 200, description = "the .metta file (an attachment)", content_type = "text/plain", body = String),
+        (status = 400, description = "a malformed session id", body = ErrorBody),
+        (status = 404, description = "no such session", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+    )
+)]
+pub async fn export_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
     let session = existing_session(&state, &id).await?;
+    Ok(metta_file_download(&session))
+}
+
+/// A session's history as a downloadable `.metta` file (also the dashboard's export).
+pub(crate) fn metta_file_download(session: &SessionView) -> Response {
+    let id = &session.id;
     let mut file = format!("; MeTTa session {id}: {} cells\n", session.cells.len());
     for cell in &session.cells {
         file.push_str(&format!("\n; cell {}: {}\n", cell.position, cell.code_id));
@@ -149,7 +234,7 @@ async fn export_session(
         }
     }
     let disposition = format!("attachment; filename=\"{id}.metta\"");
-    Ok((
+    (
         [
             (
                 header::CONTENT_TYPE,
@@ -159,11 +244,11 @@ async fn export_session(
         ],
         file,
     )
-        .into_response())
+        .into_response()
 }
 
 /// Proof that the request carries the instructor token.
-struct Instructor;
+pub struct Instructor;
 
 impl FromRequestParts<AppState> for Instructor {
     type Rejection = ApiError;
@@ -221,53 +306,77 @@ fn page(params: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
     ))
 }
 
-async fn list_sessions(
+/// Instructors: every session with cell and job counts, newest activity first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions",
+    tag = "instructors",
+    params(
+        ("limit" = Option<i64>, Query, description = "1-200, default 50"),
+        ("offset" = Option<i64>, Query, description = "default 0"),
+    ),
+    responses(
+        (status = 200, description = "a page of sessions", body = SessionList),
+        (status = 400, description = "a bad limit or offset", body = ErrorBody),
+        (status = 401, description = "no bearer token", body = ErrorBody),
+        (status = 403, description = "a wrong token", body = ErrorBody),
+        (status = 404, description = "instructor review is off (no INSTRUCTOR_TOKEN)", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+    ),
+    security(("instructor_token" = []))
+)]
+pub async fn list_sessions(
     _: Instructor,
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionList>, ApiError> {
     let (limit, offset) = page(&params)?;
     let store = state.queue.store();
     let sessions = store.list_sessions(limit, offset).await?;
     let total = store.count_sessions().await?;
-    let sessions: Vec<Value> = sessions
-        .iter()
-        .map(|session| {
-            json!({
-                "sessionId": session.id.as_str(),
-                "cells": session.cells,
-                "jobs": session.jobs,
-                "createdAt": session.created_at,
-                "updatedAt": session.updated_at,
-                "firstActivity": session.first_activity,
-                "lastActivity": session.last_activity,
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "sessions": sessions,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    })))
+    Ok(Json(SessionList {
+        limit,
+        offset,
+        sessions: sessions.iter().map(SessionSummaryView::from).collect(),
+        total,
+    }))
 }
 
-async fn session_jobs(
+/// Instructors: the session's full job log in acceptance order, timed-out runs included.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/jobs",
+    tag = "instructors",
+    params(
+        ("id" = String, Path, description = "the session id"),
+        ("limit" = Option<i64>, Query, description = "1-200, default 50"),
+        ("offset" = Option<i64>, Query, description = "default 0"),
+    ),
+    responses(
+        (status = 200, description = "a page of the job log", body = SessionJobs),
+        (status = 400, description = "a bad id, limit or offset", body = ErrorBody),
+        (status = 401, description = "no bearer token", body = ErrorBody),
+        (status = 403, description = "a wrong token", body = ErrorBody),
+        (status = 404, description = "instructor review is off (no INSTRUCTOR_TOKEN)", body = ErrorBody),
+        (status = 500, description = "the service failed", body = ErrorBody),
+    ),
+    security(("instructor_token" = []))
+)]
+pub async fn session_jobs(
     _: Instructor,
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionJobs>, ApiError> {
     let id = session_id(&id)?;
     let (limit, offset) = page(&params)?;
     let jobs = state.queue.store().session_jobs(&id, limit, offset).await?;
-    let jobs: Vec<JobView> = jobs.iter().map(JobView::from).collect();
-    Ok(Json(json!({
-        "sessionId": id.as_str(),
-        "jobs": jobs,
-        "limit": limit,
-        "offset": offset,
-    })))
+    Ok(Json(SessionJobs {
+        jobs: jobs.iter().map(JobView::from).collect(),
+        limit,
+        offset,
+        session_id: id.as_str().to_string(),
+    }))
 }
 
 #[cfg(test)]

@@ -258,6 +258,50 @@ async fn the_learners_failing_code_answers_400_with_the_error_text() {
 }
 
 #[tokio::test]
+async fn run_metta_with_another_language_answers_400_and_runs_nothing() {
+    // Arrange: the original service refused any language but "metta" on /run-metta.
+    let server = TestServer::start().await;
+
+    // Act
+    let python = frontend_post(
+        &server,
+        "/run-metta",
+        Some(json!({"code": "print(1)", "language": "python", "codeId": frontend_code_id()})),
+    )
+    .await;
+    let unknown = frontend_post(
+        &server,
+        "/run-metta",
+        Some(json!({"code": "!(+ 1 2)", "language": "prolog"})),
+    )
+    .await;
+    let unnamed = frontend_post(&server, "/run-metta", Some(json!({"code": "!(+ 1 2)"}))).await;
+
+    // Assert
+    for (answer, what) in [(&python, "python"), (&unknown, "prolog")] {
+        assert_eq!(answer.status, 400, "language {what}: {}", answer.data);
+        assert!(
+            answer.shown().contains("Unsupported language"),
+            "language {what}: the learner reads why: {}",
+            answer.data
+        );
+    }
+    let history = plain_get(&server, "/get-history").await;
+    assert_eq!(
+        history.data["length"], 1,
+        "only the run without a language (MeTTa by default) entered the history: {}",
+        history.data
+    );
+    assert_eq!(unnamed.status, 200, "{}", unnamed.data);
+    let queue = plain_get(&server, "/api/v1/queue").await;
+    assert_eq!(
+        queue.data["succeeded"], 1,
+        "the refused runs stored no job: {}",
+        queue.data
+    );
+}
+
+#[tokio::test]
 async fn a_run_past_its_deadline_answers_408() {
     // Arrange
     let server = TestServer::start_with(&[("RUN_TIMEOUT_SECS", "1")]).await;

@@ -1,7 +1,8 @@
 //! Hostile HTTP clients: oversized and overcrowded request heads, clients that stall in their
 //! headers or body, deeply nested, oversized or non-UTF-8 JSON, over-long and malformed ids,
 //! floods over the per-client rate limit and a full queue. Each is answered with a clear error
-//! (JSON `{"error": "..."}` wherever the router answers) or cut off, and stores nothing.
+//! (JSON `{"error": "..."}`, even where hyper answers before the router) or cut off, and
+//! stores nothing.
 
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,26 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> RawAnswer
     }
 }
 
+/// Asserts a raw answer is `{"error": "..."}` with a JSON content type, its message naming
+/// `names` (the setting the client ran into).
+fn assert_json_error(answer: &RawAnswer, names: &str) {
+    assert!(
+        answer
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "the answer says it is JSON: {answer:?}"
+    );
+    let json: Value = serde_json::from_slice(&answer.body).unwrap_or_else(|_| {
+        panic!(
+            "the answer's body is not JSON: {:?}",
+            String::from_utf8_lossy(&answer.body)
+        )
+    });
+    let message = json["error"].as_str().unwrap_or_default();
+    assert!(message.contains(names), "the error names {names}: {json}");
+}
+
 fn post_head(server: &TestServer, content_length: usize, extra_headers: &str) -> Vec<u8> {
     format!(
         "POST /api/v1/jobs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n{extra_headers}Connection: close\r\n\r\n",
@@ -134,13 +155,7 @@ async fn a_header_over_max_header_bytes_answers_431_and_stores_nothing() {
         Some(431),
         "a 20 KB header over MAX_HEADER_BYTES=8192: {answer:?}"
     );
-    let json = serde_json::from_slice::<Value>(&answer.body).ok();
-    eprintln!(
-        "431 answer: head {:?}, body {:?} (JSON: {})",
-        answer.head,
-        String::from_utf8_lossy(&answer.body),
-        json.is_some()
-    );
+    assert_json_error(&answer, "MAX_HEADER_BYTES");
     assert_stored(&server, 0, "a request refused for its head").await;
     assert_healthy(&server).await;
 }
@@ -163,10 +178,7 @@ async fn too_many_headers_answer_431_and_store_nothing() {
         Some(431),
         "45 headers over MAX_HEADERS=16: {answer:?}"
     );
-    eprintln!(
-        "431 answer to too many headers: body {:?}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    assert_json_error(&answer, "MAX_HEADERS");
     assert_stored(&server, 0, "a request with too many headers").await;
     assert_healthy(&server).await;
 }
@@ -200,8 +212,28 @@ async fn a_client_stalling_in_its_headers_is_disconnected() {
         answer.elapsed >= Duration::from_millis(500),
         "the connection was closed before the client had its HEADER_READ_TIMEOUT_SECS: {answer:?}"
     );
+    assert_eq!(answer.status, Some(408), "{answer:?}");
+    assert_json_error(&answer, "HEADER_READ_TIMEOUT_SECS");
     assert_stored(&server, 0, "a stalled request").await;
     assert_healthy(&server).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_gets_no_answer() {
+    // Arrange: a 408 on a connection that never began a request could be read as the answer
+    // to the client's next request. (hyper keeps such a connection open; it is not cut off
+    // by HEADER_READ_TIMEOUT_SECS, which counts from the first byte of a head.)
+    let server = TestServer::start_with(&[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let mut stream = TcpStream::connect(address(&server)).await.expect("connect");
+
+    // Act
+    let answer = read_until_closed(&mut stream, Duration::from_secs(3)).await;
+
+    // Assert
+    assert!(
+        answer.head.is_empty() && answer.body.is_empty(),
+        "nothing is sent to a client that sent nothing: {answer:?}"
+    );
 }
 
 #[tokio::test]

@@ -161,7 +161,11 @@ impl TestServer {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(at) = line.find("listening on http://") {
-                    let address = line[at + "listening on ".len()..].trim().to_string();
+                    // The address ends at white space or, in a JSON log line, at a quote.
+                    let address: String = line[at + "listening on ".len()..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
                     let _ = address_tx.send(address);
                 }
                 let mut logs = logs.lock().unwrap();
