@@ -13,9 +13,13 @@ pub(super) struct PendingInsert {
     pub reply: tokio::sync::oneshot::Sender<StoreResult<Option<JobRecord>>>,
 }
 
-/// The submissions waiting for the writer, in arrival order.
+/// The submissions waiting for the writer, in arrival order, and whether a flush that will
+/// take them is already on its way (so concurrent submitters start one flush, not one each).
 #[derive(Default)]
-pub(super) struct WaitingInserts(std::sync::Mutex<Vec<PendingInsert>>);
+pub(super) struct WaitingInserts {
+    waiting: std::sync::Mutex<Vec<PendingInsert>>,
+    flush_scheduled: std::sync::atomic::AtomicBool,
+}
 
 impl std::fmt::Debug for WaitingInserts {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -24,17 +28,26 @@ impl std::fmt::Debug for WaitingInserts {
 }
 
 impl WaitingInserts {
-    pub fn push(&self, insert: PendingInsert) {
-        self.0
+    /// Adds a submission; `true` when the caller must start a flush (none is on its way).
+    pub fn push(&self, insert: PendingInsert) -> bool {
+        self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(insert);
+        !self
+            .flush_scheduled
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
+    /// Takes every waiting submission. The flush mark is cleared first, so a submission that
+    /// arrives after the take starts a flush of its own, and one that arrives before it is
+    /// taken here.
     fn take(&self) -> Vec<PendingInsert> {
+        self.flush_scheduled
+            .store(false, std::sync::atomic::Ordering::Release);
         std::mem::take(
             &mut *self
-                .0
+                .waiting
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )

@@ -82,15 +82,17 @@ impl Store {
             return Ok(outcome);
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.waiting_inserts.push(PendingInsert {
+        let start_flush = self.waiting_inserts.push(PendingInsert {
             job: job.clone(),
             max_queued,
             reply,
         });
         // A task of its own, so a submitter that goes away (its client hung up) cannot cut
         // short a commit that other submitters wait for.
-        let store = self.clone();
-        tokio::spawn(async move { store.store_waiting_inserts().await });
+        if start_flush {
+            let store = self.clone();
+            tokio::spawn(async move { store.store_waiting_inserts().await });
+        }
         let inserted = answer
             .await
             .map_err(|_| StoreError::Shared("the insert was abandoned".into()))??;

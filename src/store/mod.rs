@@ -236,7 +236,7 @@ mod tests {
         let mut answers = Vec::new();
         for i in 0..4 {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            store.waiting_inserts.push(group_commit::PendingInsert {
+            let _ = store.waiting_inserts.push(group_commit::PendingInsert {
                 job: python_job(&format!("print({i})")),
                 max_queued: 3,
                 reply,
