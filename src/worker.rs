@@ -185,7 +185,7 @@ impl Worker {
             ),
             PythonExit::Signalled(signal) => (
                 JobStatus::Failed,
-                Some(format!("Python was killed by {}", describe_signal(signal))),
+                Some(killed_python_message(signal, &stderr)),
             ),
             PythonExit::TimedOut => (
                 JobStatus::TimedOut,
@@ -337,6 +337,31 @@ impl Worker {
         }
         Ok(record)
     }
+}
+
+/// Lines of stderr a learner is shown when Python was killed by a signal.
+const STDERR_LINES_SHOWN: usize = 10;
+
+/// What a learner reads when their Python was killed by a signal: the signal, then the last
+/// lines the interpreter wrote to stderr (an abort's reason, hyperon's panic message), with
+/// the frames of a Rust backtrace left out (they are in `stderr` for whoever wants them).
+fn killed_python_message(signal: i32, stderr: &str) -> String {
+    let said = |line: &&str| {
+        let trimmed = line.trim_start();
+        let frame = trimmed.starts_with("at ")
+            || trimmed
+                .split_once(": ")
+                .is_some_and(|(number, _)| number.parse::<u32>().is_ok());
+        !trimmed.is_empty() && !frame && !trimmed.starts_with("note: run with `RUST_BACKTRACE")
+    };
+    let lines: Vec<&str> = stderr.lines().filter(said).collect();
+    let last = &lines[lines.len().saturating_sub(STDERR_LINES_SHOWN)..];
+    let mut message = format!("Python was killed by {}", describe_signal(signal));
+    if !last.is_empty() {
+        message.push_str(". Its last words on stderr:\n");
+        message.push_str(&last.join("\n"));
+    }
+    message
 }
 
 /// Claims the oldest queued job and, when it can lead a batch, the queued jobs right behind
@@ -635,5 +660,41 @@ fn describe_duration(duration: Duration) -> String {
         format!("{} s", millis / 1000)
     } else {
         format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_killed_python_shows_its_signal_and_last_words_without_backtrace_frames() {
+        let stderr = "thread '<unnamed>' panicked at lib/src/space/grounding.rs:229:9:\n\
+                      assertion failed: matches!(x, Some(_))\n\
+                      stack backtrace:\n   0: rust_begin_unwind\n             at /rustc/abc/std.rs:1\n\
+                      note: run with `RUST_BACKTRACE=full` for a verbose backtrace.\n\
+                      fatal runtime error: failed to initiate panic, error 5\n";
+        let message = super::killed_python_message(libc::SIGABRT, stderr);
+        assert!(
+            message.starts_with("Python was killed by SIGABRT"),
+            "{message}"
+        );
+        assert!(
+            message.contains("assertion failed: matches!(x, Some(_))"),
+            "{message}"
+        );
+        assert!(
+            message.contains("panicked at lib/src/space/grounding.rs:229:9"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("rust_begin_unwind") && !message.contains("/rustc/"),
+            "{message}"
+        );
+        assert_eq!(
+            super::killed_python_message(libc::SIGKILL, ""),
+            format!(
+                "Python was killed by {}",
+                crate::sandbox::describe_signal(libc::SIGKILL)
+            )
+        );
     }
 }

@@ -762,3 +762,24 @@ async fn a_python_job_ends_as_python_dash_c_does_threads_atexit_finalizers_and_e
         assert_eq!(job["status"], expected, "exit status {status}: {job}");
     }
 }
+
+#[tokio::test]
+async fn a_python_job_killed_by_a_signal_shows_the_signal_and_what_it_wrote_to_stderr() {
+    // Arrange
+    let server = TestServer::start().await;
+    let code = "import os, sys\nsys.stderr.write('the reason it aborts\\n')\nsys.stderr.flush()\nos.abort()";
+
+    // Act
+    let job = server
+        .run(json!({"language": "python", "code": code}))
+        .await;
+
+    // Assert
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains("SIGABRT"), "the signal is named: {error}");
+    assert!(
+        error.contains("the reason it aborts"),
+        "the interpreter's last words are shown: {error}"
+    );
+}
