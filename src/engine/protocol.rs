@@ -61,6 +61,9 @@ pub struct EngineResponse {
     /// hyperon's version, in the `ready` greeting.
     #[serde(default)]
     pub hyperon: Option<String>,
+    /// The walls a session process got, in the `ready` greeting (see `driver.py`).
+    #[serde(default)]
+    pub walls: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -81,6 +84,9 @@ pub enum ResponseOutcome {
     ReplayFailed,
     /// Not an answer: the run moved to another phase (see `phase`).
     Progress,
+    /// The session's process died while running the job (`error` says how); the engine and
+    /// the other sessions go on.
+    Died,
     Dropped,
     Pong,
 }

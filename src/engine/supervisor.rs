@@ -22,8 +22,8 @@ use super::protocol::{BatchRequest, EngineResponse, ResponseOutcome, RunRequest}
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
 use crate::sandbox::{
-    child_work_dir, children_of, cloexec_pipe, contained_command, describe_signal, kill_group,
-    pass_fd_as, Containment,
+    child_work_dir, cloexec_pipe, contained_command, describe_signal, kill_group, pass_fd_as,
+    Containment,
 };
 
 /// How long a new engine child may take to import hyperon and say it is ready.
@@ -52,6 +52,12 @@ pub struct EngineSettings {
     pub refusal: Option<String>,
     /// Where the engine's working directory goes (see `instance::ScratchFolder`).
     pub scratch: PathBuf,
+    /// A root server's first uid of the pool its session processes run under (the engine
+    /// itself then stays root to set them; it runs no learner's code); `None`: sessions keep
+    /// the engine's uid.
+    pub session_uid_base: Option<u32>,
+    /// The gid of the session processes.
+    pub session_gid: Option<u32>,
 }
 
 /// One MeTTa run as the worker asks for it.
@@ -149,9 +155,6 @@ struct NotReceived(String);
 struct EngineProcess {
     child: Child,
     leader: u32,
-    /// The process that runs the engine: the leader, or (in a PID namespace of its own) the
-    /// leader's one child, the leader being the stub that waits for it.
-    engine: u32,
     requests: pipe::Sender,
     responses: Lines<BufReader<pipe::Receiver>>,
     stdout: OutputPipe,
@@ -163,21 +166,6 @@ struct EngineProcess {
 impl Drop for EngineProcess {
     fn drop(&mut self) {
         kill_group(self.leader);
-    }
-}
-
-impl EngineProcess {
-    /// Kills what the last job started and left running (a background process), keeping the
-    /// engine itself; their own orphans come to the server, whose worker reaps them.
-    /// Cheap when there is nothing: one look at the engine's children.
-    fn kill_leftovers(&self) {
-        for pid in children_of(self.engine) {
-            // SAFETY: signalling a process; no memory effects.
-            unsafe {
-                libc::kill(-(pid as i32), libc::SIGKILL);
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
     }
 }
 
@@ -303,8 +291,6 @@ impl EngineSupervisor {
                 kill_group(old.leader);
                 self.retiring = Some(old);
             }
-        } else if let Some(process) = self.process.as_ref() {
-            process.kill_leftovers();
         }
         end
     }
@@ -647,6 +633,15 @@ impl EngineSupervisor {
             .arg(self.settings.memory_budget_mb.to_string())
             .arg("--sys-path")
             .arg(sys_path)
+            .arg("--session-uid-base")
+            .arg(
+                self.settings
+                    .session_uid_base
+                    .map_or(-1, i64::from)
+                    .to_string(),
+            )
+            .arg("--session-gid")
+            .arg(self.settings.session_gid.map_or(-1, i64::from).to_string())
             // The engine's own stdin is empty: a job's stdin comes with the job, and no
             // learner's `input()` can read the engine's requests.
             .stdin(Stdio::null());
@@ -670,7 +665,6 @@ impl EngineSupervisor {
         let mut process = EngineProcess {
             child,
             leader,
-            engine: leader,
             requests,
             responses: BufReader::new(receiver).lines(),
             stdout,
@@ -703,13 +697,17 @@ impl EngineSupervisor {
             ResponseOutcome::Ready => {
                 let version = greeting.hyperon.unwrap_or_else(|| "unknown".into());
                 if self.hyperon_version.as_deref() != Some(version.as_str()) {
+                    let walls = greeting.walls.unwrap_or_default().join(", ");
                     tracing::info!(hyperon = %version, "MeTTa engine ready");
+                    if walls.contains("NO ") {
+                        tracing::warn!("containment: each live MeTTa session runs in a process of its own with: {walls}");
+                    } else {
+                        tracing::info!(
+                            "each live MeTTa session runs in a process of its own with: {walls}"
+                        );
+                    }
                 }
                 self.hyperon_version = Some(version);
-                if containment.forks_stub() {
-                    // The engine answered, so the stub's one child exists by now.
-                    process.engine = children_of(leader).first().copied().unwrap_or(leader);
-                }
                 Ok(process)
             }
             _ => Err(greeting
@@ -818,14 +816,23 @@ impl BatchOutputs {
         let replace = response.recycle;
         let run = self.current;
         let (stdout, stderr) = self.finish_current();
-        pending.push((
-            run,
+        let outcome = if response.outcome == ResponseOutcome::Died {
+            // The session's process died alone: the engine and the other sessions go on.
+            MettaRunOutcome::Died {
+                cause: response
+                    .error
+                    .unwrap_or_else(|| "the session's process died".into()),
+                stdout,
+                stderr,
+            }
+        } else {
             MettaRunOutcome::Answered {
                 response,
                 stdout,
                 stderr,
-            },
-        ));
+            }
+        };
+        pending.push((run, outcome));
         replace
     }
 
