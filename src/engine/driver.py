@@ -445,8 +445,12 @@ def _session_main(requests_fd, answers_fd, uid, gid):
 
 def _zygote_main(control):
     """Forks session processes on the router's request and reaps them; runs no learner's code
-    and holds no learner's data."""
+    and holds no learner's data. Ignores the signals it can: where sessions share its uid (a
+    normal user's server), a session's `kill(-1, SIGTERM)` must not end every session."""
     _die_with_parent()
+    ignored = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+               signal.SIGUSR2, signal.SIGALRM)
+    dispositions = {number: signal.signal(number, signal.SIG_IGN) for number in ignored}
     while True:
         message = control.recv(4096)
         if not message:
@@ -458,6 +462,8 @@ def _zygote_main(control):
             pid = os.fork()
             if pid == 0:
                 try:
+                    for number, disposition in dispositions.items():
+                        signal.signal(number, disposition)
                     control.close()
                     _close_fds_except({0, 1, 2, request_r, answer_w})
                     _session_main(request_r, answer_w, command["fork"], command["gid"])
@@ -522,16 +528,26 @@ def _start_zygote():
     _zygote = router_end
 
 
+def _zygote_lost(error):
+    """The zygote is gone (a same-uid session killed it): this process has handled requests,
+    so it may not fork a new one; it ends, and the supervisor starts a new engine."""
+    os.write(2, ("the engine's zygote is gone (%s); the engine ends\n" % error).encode())
+    os._exit(70)
+
+
 def _fork_session_process():
     uid = -1
     if _free_uids is not None:
         if not _free_uids:
             raise RuntimeError("no free session uid")
         uid = _free_uids.popleft()
-    _zygote.send(json.dumps({"fork": uid, "gid": _session_gid}).encode())
-    message, fds, _, _ = socket.recv_fds(_zygote, 4096, 2)
+    try:
+        _zygote.send(json.dumps({"fork": uid, "gid": _session_gid}).encode())
+        message, fds, _, _ = socket.recv_fds(_zygote, 4096, 2)
+    except OSError as error:
+        _zygote_lost(error)
     if len(fds) != 2:
-        raise RuntimeError("the zygote did not fork a session process")
+        _zygote_lost("it answered without a session process")
     pid = json.loads(message)["pid"]
     return _SessionProcess(pid, fds[0], open(fds[1], "rb"), uid)
 
@@ -547,8 +563,11 @@ def _end(process):
     except OSError:
         pass
     process.answers.close()
-    _zygote.send(json.dumps({"reap": process.pid}).encode())
-    status = json.loads(_zygote.recv(4096))["status"]
+    try:
+        _zygote.send(json.dumps({"reap": process.pid}).encode())
+        status = json.loads(_zygote.recv(4096))["status"]
+    except (OSError, ValueError) as error:
+        _zygote_lost(error)
     if process.uid >= 0:
         _free_uids.append(process.uid)
     return status

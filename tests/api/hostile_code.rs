@@ -30,7 +30,7 @@ const SCRATCH_MARKER: &str = ".metta-learner-scratch";
 
 /// A pair of uids no other test (of this run or of a concurrent one) uses, so a test can find
 /// its children by uid and a fork bomb's RLIMIT_NPROC counts only its own processes.
-fn fresh_uids() -> ([u32; 2], u32) {
+pub(crate) fn fresh_uids() -> ([u32; 2], u32) {
     let slot = NEXT_UID.fetch_add(3, Ordering::SeqCst) % 99;
     let base = 40_000 + (std::process::id() % 250) * 100 + slot;
     ([base, base + 1], base + 2)
