@@ -227,10 +227,13 @@ async fn a_python_job_cannot_find_a_learners_session() {
     );
 }
 
-/// Python that sends SIGKILL to every process it may signal but itself (and everything of
-/// its own uid with `kill(-1)` last, which ends the attacker's own process too when it holds
-/// other sessions); prints what it killed.
-const KILL_EVERYTHING: &str = r#"import os, signal
+/// Python that sends SIGKILL to every process it may signal (`kill(-1)`: all of its uid),
+/// then to its own process, which must hold no other learner's session; prints what it
+/// killed.
+const KILL_EVERYTHING: &str = r#"import os, signal, sys
+if os.getuid() == 0:
+    print("ROOT: a learner's code runs as root; not killing the host's processes")
+    sys.exit(1)
 me = os.getpid()
 for name in os.listdir("/proc"):
     if name.isdigit() and int(name) not in (me, os.getppid()):
@@ -240,7 +243,11 @@ for name in os.listdir("/proc"):
         except OSError:
             pass
 print("kill done", flush=True)
-os.kill(-1, signal.SIGKILL)
+try:
+    os.kill(-1, signal.SIGKILL)
+except OSError:
+    pass
+os.kill(os.getpid(), signal.SIGKILL)
 "#;
 
 #[tokio::test]
@@ -258,6 +265,10 @@ async fn a_session_or_python_job_killing_every_process_it_can_leaves_other_sessi
 
     // Assert: whatever became of the attackers, the victim's process and space are intact.
     for job in [&from_session, &from_python] {
+        assert!(
+            !text(job, "output").contains("ROOT"),
+            "learners' code must never run as root: {job}"
+        );
         assert!(
             text(job, "output").contains("kill done"),
             "the attack ran: {job}"
