@@ -618,6 +618,12 @@ def _route(run):
     """Sends one run to its session's process and relays the answers; returns the outcome."""
     session = run["session"]
     process = _live.get(session)
+    if process is not None and run.get("history") is not None:
+        # A rebuild starts from a fresh process (the spare), not only a fresh MeTTa(): nothing
+        # an earlier run left in the process's Python state survives into the replay.
+        del _live[session]
+        _end(process)
+        process = None
     if process is None:
         if run.get("history") is None:
             _relay(json.dumps({"id": run.get("id"), "outcome": "needHistory"}).encode())
