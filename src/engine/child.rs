@@ -148,7 +148,7 @@ fn load_driver(
         let cwd = std::env::current_dir()
             .map(|dir| dir.display().to_string())
             .unwrap_or_else(|_| ".".into());
-        let (version, walls): (String, Vec<String>) = driver
+        let version: String = driver
             .call_method1(
                 "configure",
                 (
@@ -160,6 +160,9 @@ fn load_driver(
                     args.session_gid,
                 ),
             )?
+            .extract()?;
+        let walls: Vec<String> = driver
+            .call_method0("start_session_processes")?
             .extract()?;
         Ok((driver.unbind(), version, walls))
     })

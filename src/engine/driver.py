@@ -62,8 +62,8 @@ def configure(
     session_uid_base=-1,
     session_gid=-1,
 ):
-    """Sets the engine up and starts the zygote and the first spare session process; returns
-    hyperon's version and the walls each session process got."""
+    """Sets the engine up; returns hyperon's version. (The benchmark calls only this, to time
+    the driver's functions in its own process.)"""
     global _max_live_sessions, _work_dir, _memory_budget, _recycle_above, _RESPONSE_FD
     global _session_gid, _free_uids
     _RESPONSE_FD = int(response_fd)
@@ -77,10 +77,15 @@ def configure(
         _free_uids = collections.deque(
             range(int(session_uid_base), int(session_uid_base) + _max_live_sessions + 2)
         )
+    return hyperon.__version__ if hasattr(hyperon, "__version__") else "unknown"
+
+
+def start_session_processes():
+    """Starts the zygote and the first spare session process (waiting until it is ready, so a
+    wall the host refuses is known at start-up); returns the walls it got. Called by the
+    engine child once, on its engine thread, before the first request."""
     _start_zygote()
-    walls = _prepare_spare()
-    version = hyperon.__version__ if hasattr(hyperon, "__version__") else "unknown"
-    return version, walls
+    return _prepare_spare()
 
 
 def _fresh_metta():
