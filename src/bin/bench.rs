@@ -37,7 +37,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ use hyper::Method;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use metta_learner_backend::engine::child::{use_sys_path, RESPONSE_FD};
+use metta_learner_backend::engine::child::{use_sys_path, REQUEST_FD, RESPONSE_FD};
 use metta_learner_backend::sandbox::{cloexec_pipe, pass_fd_as};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyModule};
@@ -435,10 +435,10 @@ fn time_driver_replay(driver: &Bound<'_, PyModule>, cells: &[String]) -> Result<
 // ----- a real engine child over its pipe protocol -----------------------------------------
 
 /// The `engine` subcommand of the server binary, started directly (without the service's
-/// containment) and driven over its protocol: JSON requests on stdin, answers on fd 3.
+/// containment) and driven over its protocol: JSON requests on fd 4, answers on fd 3.
 struct EngineChild {
     child: Child,
-    requests: Option<ChildStdin>,
+    requests: Option<File>,
     answers: BufReader<File>,
 }
 
@@ -446,6 +446,7 @@ impl EngineChild {
     fn spawn(setup: &Setup) -> Result<EngineChild> {
         let work_dir = setup.work.path();
         let (reader, writer) = cloexec_pipe().context("cannot create a pipe")?;
+        let (request_reader, request_writer) = cloexec_pipe().context("cannot create a pipe")?;
         let mut command = tokio::process::Command::new(&setup.server_binary);
         command
             .arg("engine")
@@ -455,17 +456,19 @@ impl EngineChild {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", work_dir)
             .current_dir(work_dir)
-            .stdin(Stdio::piped())
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         pass_fd_as(&mut command, &writer, RESPONSE_FD);
+        pass_fd_as(&mut command, &request_reader, REQUEST_FD);
         // Spawned as a plain std process: the round trips below are timed synchronously.
-        let mut child = command
+        let child = command
             .as_std_mut()
             .spawn()
             .context("cannot start the engine child")?;
         drop(writer);
-        let requests = child.stdin.take();
+        drop(request_reader);
+        let requests = Some(File::from(request_writer));
         let mut engine = EngineChild {
             child,
             requests,
@@ -494,7 +497,7 @@ impl EngineChild {
         let requests = self
             .requests
             .as_mut()
-            .ok_or_else(|| anyhow!("the engine child's stdin is closed"))?;
+            .ok_or_else(|| anyhow!("the engine child's request pipe is closed"))?;
         writeln!(requests, "{request}").context("cannot send the engine a request")?;
         requests
             .flush()
@@ -510,7 +513,7 @@ impl EngineChild {
 
 impl Drop for EngineChild {
     fn drop(&mut self) {
-        // The engine exits at the end of its stdin.
+        // The engine exits at the end of its requests.
         drop(self.requests.take());
         let _ = self.child.wait();
     }

@@ -161,9 +161,7 @@ fn load_driver(
                 ),
             )?
             .extract()?;
-        let walls: Vec<String> = driver
-            .call_method0("start_session_processes")?
-            .extract()?;
+        let walls: Vec<String> = driver.call_method0("start_session_processes")?.extract()?;
         Ok((driver.unbind(), version, walls))
     })
     .map_err(|err: PyErr| format!("cannot import hyperon in the engine: {err}"))
