@@ -3,14 +3,22 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Jobs for the engine child to run one after another: it says `progress`/`received` (with
-/// the batch's id) once it has the batch, then answers each run as it finishes, and stops
-/// after an answer that asks for history or for the engine's replacement.
+/// What the supervisor asks of the engine child: one JSON line, tagged by `op` (`driver.py`'s
+/// `handle` reads the same tags).
 #[derive(Debug, Clone, Serialize)]
-pub struct BatchRequest<'a> {
-    pub op: &'static str,
-    pub id: &'a str,
-    pub runs: Vec<RunRequest<'a>>,
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum EngineRequest<'a> {
+    /// Jobs to run one after another: the child says `progress`/`received` (with the batch's
+    /// id) once it has the batch, then answers each run as it finishes, and stops after an
+    /// answer that asks for history.
+    Batch {
+        id: &'a str,
+        runs: Vec<RunRequest<'a>>,
+    },
+    /// Forget a session's live process (answered `dropped`).
+    Drop { id: &'a str, session: &'a str },
+    /// Answered `pong`, with the live sessions' pids and the last fork-to-ready times.
+    Ping { id: &'a str },
 }
 
 /// One MeTTa run of a batch.

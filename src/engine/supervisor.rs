@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::child::{REQUEST_FD, RESPONSE_FD};
-use super::protocol::{BatchRequest, EngineResponse, ResponseOutcome, RunRequest};
+use super::protocol::{EngineRequest, EngineResponse, ResponseOutcome, RunRequest};
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
 use crate::sandbox::{
@@ -217,7 +217,13 @@ impl EngineSupervisor {
         let Some(process) = self.process.as_mut() else {
             return;
         };
-        let line = serde_json::json!({"op": "drop", "id": "drop", "session": session.as_str()});
+        let request = EngineRequest::Drop {
+            id: "drop",
+            session: session.as_str(),
+        };
+        let Ok(line) = serde_json::to_string(&request) else {
+            return;
+        };
         let exchange = async {
             process
                 .requests
@@ -346,8 +352,7 @@ impl EngineSupervisor {
             .collect();
         let run_ids: Vec<String> = requests.iter().map(|run| run.job_id.to_string()).collect();
         let replay_timeout = self.settings.replay_timeout;
-        let wire = BatchRequest {
-            op: "batch",
+        let wire = EngineRequest::Batch {
             id: &batch_id,
             runs: requests
                 .iter()
