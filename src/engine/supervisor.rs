@@ -197,11 +197,17 @@ impl EngineSupervisor {
     }
 
     /// Starts a child now if none is running, so the next job does not wait for the import.
+    /// A child killed from outside before it was ready (SIGKILL: an operator, the OOM killer)
+    /// says nothing about the host, so it is started once more before the jobs are failed.
     pub async fn ensure_started(&mut self) -> Result<(), String> {
         if self.process.is_none() {
-            let spawned = self.spawn().await;
+            let mut spawned = self.spawn().await;
+            if let Err(StartFailure::KilledWhileStarting(reason)) = &spawned {
+                tracing::warn!("{reason}; starting another");
+                spawned = self.spawn().await;
+            }
             self.start_failing = spawned.is_err();
-            self.process = Some(spawned?);
+            self.process = Some(spawned.map_err(StartFailure::into_reason)?);
         }
         Ok(())
     }
@@ -612,11 +618,12 @@ impl EngineSupervisor {
         Ok(end)
     }
 
-    async fn spawn(&mut self) -> Result<EngineProcess, String> {
+    async fn spawn(&mut self) -> Result<EngineProcess, StartFailure> {
         if let Some(reason) = &self.settings.refusal {
             return Err(format!(
                 "this server runs no learner's code until its operator fixes its containment: {reason}"
-            ));
+            )
+            .into());
         }
         let containment = self.settings.containment.clone();
         let work_dir = child_work_dir(&self.settings.scratch, "engine-", containment.identity)
@@ -681,18 +688,28 @@ impl EngineSupervisor {
         let line = match greeting {
             Ok(Ok(Some(line))) => line,
             Ok(_) => {
-                let status = process.child.wait().await.map(describe_exit);
+                let status = process.child.wait().await;
+                let killed = matches!(
+                    &status,
+                    Ok(status) if std::os::unix::process::ExitStatusExt::signal(status) == Some(libc::SIGKILL)
+                );
+                let status = status.map(describe_exit);
                 let mut stderr_text = Vec::new();
                 while let Ok(Some(chunk)) =
                     tokio::time::timeout(DRAIN_AFTER_DEATH, process.stderr.recv()).await
                 {
                     stderr_text.extend_from_slice(&chunk);
                 }
-                return Err(format!(
+                let reason = format!(
                     "the engine stopped before it was ready ({}): {}",
                     status.unwrap_or_else(|err| err.to_string()),
                     String::from_utf8_lossy(&stderr_text).trim()
-                ));
+                );
+                return Err(if killed {
+                    StartFailure::KilledWhileStarting(reason)
+                } else {
+                    StartFailure::Refused(reason)
+                });
             }
             Err(_) => return Err("the engine did not become ready within 60 s".into()),
         };
@@ -717,8 +734,37 @@ impl EngineSupervisor {
             }
             _ => Err(greeting
                 .error
-                .unwrap_or_else(|| "the engine refused to start".into())),
+                .unwrap_or_else(|| "the engine refused to start".into())
+                .into()),
         }
+    }
+}
+
+/// Why no engine child could be started.
+enum StartFailure {
+    /// It was killed (SIGKILL) before it said it was ready: worth one more try.
+    KilledWhileStarting(String),
+    /// Anything else (hyperon missing, a wall refused, a bad setting): said to the jobs.
+    Refused(String),
+}
+
+impl StartFailure {
+    fn into_reason(self) -> String {
+        match self {
+            StartFailure::KilledWhileStarting(reason) | StartFailure::Refused(reason) => reason,
+        }
+    }
+}
+
+impl From<String> for StartFailure {
+    fn from(reason: String) -> Self {
+        StartFailure::Refused(reason)
+    }
+}
+
+impl From<&str> for StartFailure {
+    fn from(reason: &str) -> Self {
+        StartFailure::Refused(reason.to_string())
     }
 }
 
