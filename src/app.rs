@@ -112,12 +112,17 @@ impl Application {
             kill_grace: Duration::from_millis(config.engine_kill_grace_ms),
             replay_timeout: Duration::from_secs(config.replay_timeout_secs),
             max_output_bytes: config.max_output_bytes,
+            // A root server's engine stays root (it runs no learner's code) so that it can
+            // give each session's process a uid of its own from the pool.
+            session_uid_base: plan.engine.identity.map(|_| config.session_uid_base),
+            session_gid: plan.engine.identity.map(|identity| identity.gid),
             containment: Containment {
                 limits: ChildLimits {
                     memory_bytes: config.engine_memory_mb.saturating_mul(1024 * 1024),
                     cpu_secs: None,
                     ..plan.engine.limits
                 },
+                identity: None,
                 ..plan.engine
             },
             refusal: plan.refusal.clone(),

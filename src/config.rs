@@ -192,6 +192,13 @@ pub struct Config {
     #[arg(long, env = "ENGINE_UID", default_value_t = 65533)]
     pub engine_uid: u32,
 
+    /// When the server runs as root: the first uid of the pool each live MeTTa session's
+    /// process runs under (MAX_LIVE_SESSIONS + 2 uids from here, one per live session, the
+    /// one started ahead and one being ended), so no session can signal, trace or read
+    /// another. The pool must not hold CHILD_UID, CHILD_ALT_UID or ENGINE_UID.
+    #[arg(long, env = "SESSION_UID_BASE", default_value_t = 200000)]
+    pub session_uid_base: u32,
+
     /// When the server runs as root: the gid of both kinds of children.
     #[arg(long, env = "CHILD_GID", default_value_t = 65534)]
     pub child_gid: u32,
@@ -353,6 +360,26 @@ impl Config {
             || self.child_uid == self.child_alt_uid
         {
             return Err("CHILD_UID, CHILD_ALT_UID and ENGINE_UID must all differ".into());
+        }
+        let session_uids = u64::from(self.session_uid_base)
+            ..u64::from(self.session_uid_base) + self.max_live_sessions as u64 + 2;
+        if self.session_uid_base == 0 || session_uids.end > u64::from(u32::MAX) {
+            return Err(format!(
+                "SESSION_UID_BASE={} is not allowed: the pool of MAX_LIVE_SESSIONS + 2 uids from it must lie within 1 to 4294967294",
+                self.session_uid_base
+            ));
+        }
+        for (name, id) in [
+            ("CHILD_UID", self.child_uid),
+            ("CHILD_ALT_UID", self.child_alt_uid),
+            ("ENGINE_UID", self.engine_uid),
+        ] {
+            if session_uids.contains(&u64::from(id)) {
+                return Err(format!(
+                    "{name}={id} lies in the session uid pool SESSION_UID_BASE={} .. +MAX_LIVE_SESSIONS+2: move one of them",
+                    self.session_uid_base
+                ));
+            }
         }
         if self.host.trim().is_empty() || self.host.trim() != self.host {
             return Err(format!(

@@ -520,7 +520,7 @@ impl EngineChild {
 
 impl Drop for EngineChild {
     fn drop(&mut self) {
-        // The engine exits at the end of its stdin.
+        // The engine exits at the end of its requests.
         drop(self.requests.take());
         let _ = self.child.wait();
     }

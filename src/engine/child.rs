@@ -5,10 +5,11 @@
 //! each job's own stdin (empty between jobs). It never opens the database and exits at the
 //! end of its requests.
 //!
-//! Both control pipes are moved off 3 and 4 and marked close-on-exec before any learner's code
-//! runs, so a process that code starts never inherits them and `input()` never reads them.
-//! (Code running inside this process can still find them: the engine is as exposed as a
-//! Python job, which is why it is contained like one and disposable.)
+//! Both control pipes are moved off 3 and 4 and marked close-on-exec, and no learner's code
+//! runs in this process: the driver forks a zygote before the first request, and the zygote a
+//! contained process per live session (see `driver.py`), which closes every descriptor but its
+//! own pipes and fds 0–2. All forks happen on the engine thread while the main thread only
+//! waits for it, so each forked process starts with one thread.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -54,6 +55,13 @@ pub struct EngineArgs {
     /// `sys.path` of the project's Python environment, as a JSON list of folders.
     #[arg(long, default_value = "[]")]
     pub sys_path: String,
+    /// A root server's first uid of the pool its session processes run under (one uid per
+    /// live session, the spare and one being ended); -1: every session keeps the engine's.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub session_uid_base: i64,
+    /// The gid of the session processes (with `session_uid_base`).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub session_gid: i64,
 }
 
 /// Stack of the thread that runs hyperon. hyperon 0.2.10 frees a long-running evaluation
@@ -90,8 +98,8 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
         )
     };
     let driver = match load_driver(&args, response_fd) {
-        Ok((driver, version)) => {
-            let ready = serde_json::json!({"outcome": "ready", "hyperon": version});
+        Ok((driver, version, walls)) => {
+            let ready = serde_json::json!({"outcome": "ready", "hyperon": version, "walls": walls});
             if write_line(&mut responses, &ready.to_string()).is_err() {
                 return ExitCode::FAILURE;
             }
@@ -134,8 +142,13 @@ fn write_line(responses: &mut File, text: &str) -> std::io::Result<()> {
     responses.write_all(line.as_bytes())
 }
 
-/// Puts the project environment on `sys.path`, imports the driver (and so hyperon).
-fn load_driver(args: &EngineArgs, response_fd: i32) -> Result<(Py<PyModule>, String), String> {
+/// Puts the project environment on `sys.path`, imports the driver (and so hyperon), which
+/// starts the zygote and the first session process; returns the driver, hyperon's version and
+/// the walls that session process got.
+fn load_driver(
+    args: &EngineArgs,
+    response_fd: i32,
+) -> Result<(Py<PyModule>, String, Vec<String>), String> {
     let folders: Vec<String> = serde_json::from_str(&args.sys_path)
         .map_err(|err| format!("--sys-path is not a JSON list of folders: {err}"))?;
     let source = CString::new(DRIVER_SOURCE).map_err(|err| err.to_string())?;
@@ -153,10 +166,13 @@ fn load_driver(args: &EngineArgs, response_fd: i32) -> Result<(Py<PyModule>, Str
                     cwd,
                     args.memory_budget_mb,
                     response_fd,
+                    args.session_uid_base,
+                    args.session_gid,
                 ),
             )?
             .extract()?;
-        Ok((driver.unbind(), version))
+        let walls: Vec<String> = driver.call_method0("start_session_processes")?.extract()?;
+        Ok((driver.unbind(), version, walls))
     })
     .map_err(|err: PyErr| format!("cannot import hyperon in the engine: {err}"))
 }

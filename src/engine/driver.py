@@ -1,15 +1,31 @@
 """The engine child's MeTTa driver, run by the embedded interpreter of `metta-learner-backend engine`.
 
-It owns the live atomspaces (one hyperon `MeTTa()` per session, least recently used evicted) and
-runs code step by step against a deadline. It never touches the database and never decides
-policy: the supervisor sends the session's generation and, when the engine lacks it, its history.
+The engine is a process tree, one contained process per live session:
+
+    engine (router: reads requests on the control pipe, answers on it; never runs MeTTa)
+      └─ zygote (forked right after `import hyperon`, before any request: it holds no
+         │        learner's code or data, so nothing of another learner is in what it forks)
+         ├─ session process  (one live session: its own uid, mount namespace with a private
+         ├─ session process   /tmp, /dev/shm and working folder, non-dumpable; runs only
+         └─ spare             that session's code)  — one forked ahead with a fresh MeTTa()
+
+The router sends each run to its session's process (taking the spare when the session becomes
+live, ending the least recently used beyond the limit) and relays its answer; a session
+process that dies or asks to be recycled is ended alone, and the router says how it died.
+
+A session process owns its atomspace (one hyperon `MeTTa()`) and runs code step by step against
+a deadline. Nothing here touches the database or decides policy: the supervisor sends the
+session's generation and, when the session's process lacks it, its history.
 
 `handle(request_json) -> response_json | None` is the only entry point the Rust side calls.
 """
 
 import collections
+import ctypes
 import json
 import os
+import signal
+import socket
 import sys
 import time
 
@@ -38,14 +54,38 @@ _MEMORY_CHECK_STEPS = 1 << 16
 _steps_since_memory_check = 0
 
 
-def configure(max_live_sessions, work_dir, memory_budget_mb=4096, response_fd=3):
+def configure(
+    max_live_sessions,
+    work_dir,
+    memory_budget_mb=4096,
+    response_fd=3,
+    session_uid_base=-1,
+    session_gid=-1,
+):
+    """Sets the engine up; returns hyperon's version. (The benchmark calls only this, to time
+    the driver's functions in its own process.)"""
     global _max_live_sessions, _work_dir, _memory_budget, _recycle_above, _RESPONSE_FD
+    global _session_gid, _free_uids
     _RESPONSE_FD = int(response_fd)
     _max_live_sessions = max(1, int(max_live_sessions))
     _work_dir = work_dir
     _memory_budget = int(memory_budget_mb) << 20
     _recycle_above = min(1 << 30, _memory_budget // 2)
+    _session_gid = int(session_gid)
+    if int(session_uid_base) >= 0:
+        # Live sessions, the spare, and one being ended: never two processes under one uid.
+        _free_uids = collections.deque(
+            range(int(session_uid_base), int(session_uid_base) + _max_live_sessions + 2)
+        )
     return hyperon.__version__ if hasattr(hyperon, "__version__") else "unknown"
+
+
+def start_session_processes():
+    """Starts the zygote and the first spare session process (waiting until it is ready, so a
+    wall the host refuses is known at start-up); returns the walls it got. Called by the
+    engine child once, on its engine thread, before the first request."""
+    _start_zygote()
+    return _prepare_spare()
 
 
 def _fresh_metta():
@@ -181,7 +221,8 @@ def _run(req):
         _sessions.move_to_end(session)
     else:
         _sessions.pop(session, None)
-        metta = _fresh_metta()
+        # The session process made one ahead, while it waited to be given a session.
+        metta = _ready_metta.pop() if _ready_metta else _fresh_metta()
         error = _replay(metta, history, replay_deadline)
         if error is not None:
             return {"outcome": "replayFailed", "error": error}
@@ -243,21 +284,421 @@ def _answer(req, response):
     return json.dumps(response)
 
 
+# ----- containment of a session process --------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
+_MS_NOSUID = 2
+_MS_NODEV = 4
+_MS_REC = 16384
+_MS_PRIVATE = 1 << 18
+# Each session's private /tmp, /dev/shm and working folder (memory, counted once written).
+_TMPFS_SIZE = "64m"
+
+
+def _checked(result, what):
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, "%s: %s" % (what, os.strerror(errno)))
+
+
+def _die_with_parent():
+    _checked(_libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
+
+
+def _private_folders(owner_options):
+    """In a new mount namespace: an empty tmpfs on /tmp, /dev/shm and the working folder, seen
+    by this process (and what it starts) only. The working folder may lie under /tmp (the
+    scratch folder's default): it is made again on the private /tmp first."""
+    _checked(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
+    # The folders made on the way must be enterable by the session's uid (the server's umask
+    # is 077).
+    os.umask(0o022)
+    for path in ("/tmp", "/dev/shm", _work_dir):
+        os.makedirs(path, exist_ok=True)
+        options = ("mode=0700,size=%s%s" % (_TMPFS_SIZE, owner_options)).encode()
+        _checked(
+            _libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options),
+            "mount a private tmpfs on " + path,
+        )
+    os.chdir(_work_dir)
+
+
+def _write(path, text):
+    with open(path, "w") as file:
+        file.write(text)
+
+
+def _contain_session(uid, gid):
+    """Walls this process off from every other session and from the engine before it runs any
+    learner's code; returns their names. Fails (raises) when a wall the server counts on
+    cannot be built: the process then runs nothing."""
+    walls = []
+    _die_with_parent()
+    if uid >= 0:
+        # A root server: its own uid (from a pool: no other live process has it), after a
+        # mount namespace with private folders, made while still root.
+        _checked(_libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        _private_folders(",uid=%d,gid=%d" % (uid, gid))
+        os.umask(0o077)
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        walls += ["own uid", "private /tmp, /dev/shm and working folder"]
+    else:
+        # The server's uid for every session: a user namespace of its own gives the mount
+        # namespace; where the host refuses it, the folders stay shared (said at start-up).
+        outer_uid, outer_gid = os.getuid(), os.getgid()
+        try:
+            _checked(_libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", "%d %d 1" % (outer_uid, outer_uid))
+            _write("/proc/self/gid_map", "%d %d 1" % (outer_gid, outer_gid))
+            _private_folders("")
+            os.umask(0o077)
+            walls.append("private /tmp, /dev/shm and working folder")
+        except OSError as error:
+            walls.append("NO private /tmp and /dev/shm (%s)" % error)
+    # Not dumpable: no process of the same uid may read this one's /proc files (environ,
+    # mem, fds) or trace it. Set last: a change of uid resets it, and clears the death signal.
+    _checked(_libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0), "PR_SET_DUMPABLE")
+    _die_with_parent()
+    walls.append("not dumpable")
+    return walls
+
+
+def _close_fds_except(keep):
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _describe_status(status):
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "signal %d" % number
+        return "the session's process was killed by %s" % name
+    if os.WIFEXITED(status):
+        return "the session's process exited with status %d" % os.WEXITSTATUS(status)
+    return "the session's process ended"
+
+
+# ----- session process -------------------------------------------------------------------------
+
+# A fresh MeTTa() made while the process waited to be given a session (see `_run`).
+_ready_metta = []
+
+
+def _kill_own_children():
+    """Ends what the last run started and left running (its orphans go to the server, the
+    subreaper, which kills them after the batch)."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/children" % task) as children:
+                pids = [int(pid) for pid in children.read().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            for target in (-pid, pid):
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except OSError:
+                    pass
+            try:
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+
+
+def _session_main(requests_fd, answers_fd, uid, gid):
+    """A session process: contains itself, makes a fresh MeTTa(), says it is ready, then runs
+    the runs the router sends (all of one session) until the router closes the pipe."""
+    global _RESPONSE_FD
+    _RESPONSE_FD = answers_fd
+    try:
+        walls = _contain_session(uid, gid)
+        _ready_metta.append(_fresh_metta())
+    except Exception as error:
+        refusal = {"outcome": "unavailable", "error": "a session's process cannot be contained: %s" % error}
+        os.write(answers_fd, (json.dumps(refusal) + "\n").encode())
+        return
+    ready = {"outcome": "ready", "walls": walls, "readyAt": time.monotonic()}
+    os.write(answers_fd, (json.dumps(ready) + "\n").encode())
+    with open(requests_fd, "rb") as requests:
+        for line in requests:
+            req = json.loads(line)
+            try:
+                response = _run(req)
+            except Exception as error:
+                _sessions.clear()
+                response = {"outcome": "failed", "error": "engine error: %s" % error}
+            os.write(answers_fd, (_answer(req, response) + "\n").encode())
+            _kill_own_children()
+
+
+# ----- zygote ---------------------------------------------------------------------------------
+
+def _zygote_main(control):
+    """Forks session processes on the router's request and reaps them; runs no learner's code
+    and holds no learner's data. Ignores the signals it can: where sessions share its uid (a
+    normal user's server), a session's `kill(-1, SIGTERM)` must not end every session."""
+    _die_with_parent()
+    ignored = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+               signal.SIGUSR2, signal.SIGALRM)
+    dispositions = {number: signal.signal(number, signal.SIG_IGN) for number in ignored}
+    while True:
+        message = control.recv(4096)
+        if not message:
+            return
+        command = json.loads(message)
+        if "fork" in command:
+            request_r, request_w = os.pipe()
+            answer_r, answer_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    for number, disposition in dispositions.items():
+                        signal.signal(number, disposition)
+                    control.close()
+                    _close_fds_except({0, 1, 2, request_r, answer_w})
+                    _session_main(request_r, answer_w, command["fork"], command["gid"])
+                finally:
+                    os._exit(0)
+            os.close(request_r)
+            os.close(answer_w)
+            socket.send_fds(control, [json.dumps({"pid": pid}).encode()], [request_w, answer_r])
+            os.close(request_w)
+            os.close(answer_r)
+        elif "reap" in command:
+            control.send(json.dumps({"status": _reap(command["reap"])}).encode())
+
+
+def _reap(pid):
+    """Waits for a session process the router killed or lost (killing it if it still runs
+    after a moment: it may have closed its pipes itself); says how it ended."""
+    for _ in range(50):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return _describe_status(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return _describe_status(status)
+
+
+# ----- router ---------------------------------------------------------------------------------
+
+class _SessionProcess:
+    __slots__ = ("pid", "requests", "answers", "uid", "forked_at", "ready")
+
+    def __init__(self, pid, requests, answers, uid):
+        self.pid = pid
+        self.requests = requests
+        self.answers = answers
+        self.uid = uid
+        self.forked_at = time.monotonic()
+        self.ready = False
+
+
+_zygote = None  # the router's end of the zygote's control socket
+_live = collections.OrderedDict()  # session id -> _SessionProcess
+_spare = None
+_free_uids = None  # a root server's pool of session uids
+_session_gid = -1
+_fork_to_ready_ms = []  # the last few session processes' fork-to-ready times
+
+
+def _start_zygote():
+    global _zygote
+    router_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            router_end.close()
+            _close_fds_except({0, 1, 2, zygote_end.fileno()})
+            _zygote_main(zygote_end)
+        finally:
+            os._exit(0)
+    zygote_end.close()
+    _zygote = router_end
+
+
+def _zygote_lost(error):
+    """The zygote is gone (a same-uid session killed it): this process has handled requests,
+    so it may not fork a new one; it ends, and the supervisor starts a new engine."""
+    os.write(2, ("the engine's zygote is gone (%s); the engine ends\n" % error).encode())
+    os._exit(70)
+
+
+def _fork_session_process():
+    uid = -1
+    if _free_uids is not None:
+        if not _free_uids:
+            raise RuntimeError("no free session uid")
+        uid = _free_uids.popleft()
+    try:
+        _zygote.send(json.dumps({"fork": uid, "gid": _session_gid}).encode())
+        message, fds, _, _ = socket.recv_fds(_zygote, 4096, 2)
+    except OSError as error:
+        _zygote_lost(error)
+    if len(fds) != 2:
+        _zygote_lost("it answered without a session process")
+    pid = json.loads(message)["pid"]
+    return _SessionProcess(pid, fds[0], open(fds[1], "rb"), uid)
+
+
+def _end(process):
+    """Kills a session process, reaps it and frees its uid; returns how it ended."""
+    try:
+        os.kill(process.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        os.close(process.requests)
+    except OSError:
+        pass
+    process.answers.close()
+    try:
+        _zygote.send(json.dumps({"reap": process.pid}).encode())
+        status = json.loads(_zygote.recv(4096))["status"]
+    except (OSError, ValueError) as error:
+        _zygote_lost(error)
+    if process.uid >= 0:
+        _free_uids.append(process.uid)
+    return status
+
+
+def _await_ready(process):
+    """Reads a new session process's greeting; returns the walls it got, or raises."""
+    line = process.answers.readline()
+    greeting = json.loads(line) if line else {"outcome": "unavailable", "error": _end(process)}
+    if greeting.get("outcome") != "ready":
+        if line:
+            _end(process)
+        raise RuntimeError(greeting.get("error") or "a session's process did not start")
+    process.ready = True
+    _fork_to_ready_ms.append(round((greeting["readyAt"] - process.forked_at) * 1000, 2))
+    del _fork_to_ready_ms[:-16]
+    return greeting.get("walls", [])
+
+
+def _prepare_spare():
+    """Forks the next session process ahead (it makes its MeTTa() while the learner is not
+    waiting); returns the walls the first one got (at start-up) or None."""
+    global _spare
+    if _spare is not None:
+        return None
+    _spare = _fork_session_process()
+    if not _fork_to_ready_ms:
+        # At start-up: wait for the first one, so a wall the host refuses is known at once.
+        return _await_ready(_spare)
+    return None
+
+
+def _take_spare():
+    global _spare
+    if _spare is None:
+        _prepare_spare()
+    process, _spare = _spare, None
+    if not process.ready:
+        _await_ready(process)
+    return process
+
+
+def _relay(line):
+    os.write(_RESPONSE_FD, line if line.endswith(b"\n") else line + b"\n")
+
+
+def _route(run):
+    """Sends one run to its session's process and relays the answers; returns the outcome."""
+    session = run["session"]
+    process = _live.get(session)
+    if process is not None and run.get("history") is not None:
+        # A rebuild starts from a fresh process (the spare), not only a fresh MeTTa(): nothing
+        # an earlier run left in the process's Python state survives into the replay.
+        del _live[session]
+        _end(process)
+        process = None
+    if process is None:
+        if run.get("history") is None:
+            _relay(json.dumps({"id": run.get("id"), "outcome": "needHistory"}).encode())
+            return "needHistory"
+        try:
+            process = _take_spare()
+        except Exception as error:
+            answer = {"id": run.get("id"), "outcome": "failed", "error": "engine error: %s" % error}
+            _relay(json.dumps(answer).encode())
+            return "failed"
+        _live[session] = process
+        while len(_live) > _max_live_sessions:
+            _end(_live.popitem(last=False)[1])
+    else:
+        _live.move_to_end(session)
+    try:
+        os.write(process.requests, (json.dumps(run) + "\n").encode())
+    except OSError:
+        pass  # it died: read the end below
+    while True:
+        line = process.answers.readline()
+        if not line:
+            return _died(session, process, run)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            continue
+        if answer.get("id") != run.get("id"):
+            continue
+        if answer.get("outcome") == "progress":
+            _relay(line)
+            continue
+        break
+    if answer.pop("recycle", False):
+        # Its memory grew (or it holds a stopped run): end this session's process only; the
+        # session is rebuilt by replay on its next run.
+        del _live[session]
+        _end(process)
+        line = json.dumps(answer).encode()
+    _relay(line)
+    return answer.get("outcome")
+
+
+def _died(session, process, run):
+    del _live[session]
+    cause = _end(process)
+    # The job's output ends here (its end marker never came).
+    _mark(run["markerEnd"].encode())
+    _relay(json.dumps({"id": run.get("id"), "outcome": "died", "error": cause}).encode())
+    return "died"
+
+
 def _batch(req):
-    """Runs a batch's jobs one after another, writing each answer as soon as it is known (so
-    the supervisor stores results while the next job runs, and knows which job is running).
-    Stops after an answer that asks for history or for the engine's replacement: the
+    """Runs a batch's jobs one after another, each in its session's process, writing each
+    answer as soon as it is known (so the supervisor stores results while the next job runs,
+    and knows which job is running). Stops after an answer that asks for history: the
     supervisor sends the rest again."""
     # Tells the supervisor the batch reached the engine: a death before this line is not the
     # jobs' doing (the batch is sent again to a new engine), a death after it is the running
     # job's.
     _progress(req, "received")
-    for run in req["runs"]:
-        response = _run(run)
-        line = _answer(run, response)
-        os.write(_RESPONSE_FD, (line + "\n").encode())
-        if response["outcome"] == "needHistory" or response.get("recycle"):
-            break
+    try:
+        for run in req["runs"]:
+            if _route(run) == "needHistory":
+                break
+    finally:
+        try:
+            _prepare_spare()
+        except Exception:
+            pass  # the next session to become live says why
 
 
 def handle(request_json):
@@ -269,10 +710,17 @@ def handle(request_json):
         _batch(req)
         return None
     if op == "drop":
-        _sessions.pop(req["session"], None)
+        process = _live.pop(req["session"], None)
+        if process is not None:
+            _end(process)
         response = {"outcome": "dropped"}
     elif op == "ping":
-        response = {"outcome": "pong", "liveSessions": len(_sessions)}
+        response = {
+            "outcome": "pong",
+            "liveSessions": len(_live),
+            "sessionPids": [process.pid for process in _live.values()],
+            "forkToReadyMs": list(_fork_to_ready_ms),
+        }
     else:
         response = {"outcome": "failed", "error": "unknown engine op %r" % (op,)}
     response["id"] = req.get("id")

@@ -15,6 +15,11 @@
 //! start and end marker on both descriptors around the job's own code, so output of a history
 //! replay is not mixed into the job's output. The child never touches the database: the
 //! supervisor sends it a session's history when it lacks the session's current generation.
+//!
+//! Inside, the engine child is a router that runs no learner's code: each live session runs
+//! in a contained process of its own, forked from a zygote made before the first request
+//! (`driver.py` has the tree). A session process that dies takes only its session with it:
+//! the child answers `died` for its run and goes on.
 
 pub mod child;
 pub mod protocol;

@@ -3,14 +3,22 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Jobs for the engine child to run one after another: it says `progress`/`received` (with
-/// the batch's id) once it has the batch, then answers each run as it finishes, and stops
-/// after an answer that asks for history or for the engine's replacement.
+/// What the supervisor asks of the engine child: one JSON line, tagged by `op` (`driver.py`'s
+/// `handle` reads the same tags).
 #[derive(Debug, Clone, Serialize)]
-pub struct BatchRequest<'a> {
-    pub op: &'static str,
-    pub id: &'a str,
-    pub runs: Vec<RunRequest<'a>>,
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum EngineRequest<'a> {
+    /// Jobs to run one after another: the child says `progress`/`received` (with the batch's
+    /// id) once it has the batch, then answers each run as it finishes, and stops after an
+    /// answer that asks for history.
+    Batch {
+        id: &'a str,
+        runs: Vec<RunRequest<'a>>,
+    },
+    /// Forget a session's live process (answered `dropped`).
+    Drop { id: &'a str, session: &'a str },
+    /// Answered `pong`, with the live sessions' pids and the last fork-to-ready times.
+    Ping { id: &'a str },
 }
 
 /// One MeTTa run of a batch.
@@ -61,6 +69,9 @@ pub struct EngineResponse {
     /// hyperon's version, in the `ready` greeting.
     #[serde(default)]
     pub hyperon: Option<String>,
+    /// The walls a session process got, in the `ready` greeting (see `driver.py`).
+    #[serde(default)]
+    pub walls: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -81,6 +92,9 @@ pub enum ResponseOutcome {
     ReplayFailed,
     /// Not an answer: the run moved to another phase (see `phase`).
     Progress,
+    /// The session's process died while running the job (`error` says how); the engine and
+    /// the other sessions go on.
+    Died,
     Dropped,
     Pong,
 }

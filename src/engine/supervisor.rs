@@ -18,12 +18,12 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::child::{REQUEST_FD, RESPONSE_FD};
-use super::protocol::{BatchRequest, EngineResponse, ResponseOutcome, RunRequest};
+use super::protocol::{EngineRequest, EngineResponse, ResponseOutcome, RunRequest};
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
 use crate::sandbox::{
-    child_work_dir, children_of, cloexec_pipe, contained_command, describe_signal, kill_group,
-    pass_fd_as, Containment,
+    child_work_dir, cloexec_pipe, contained_command, describe_signal, kill_group, pass_fd_as,
+    Containment,
 };
 
 /// How long a new engine child may take to import hyperon and say it is ready.
@@ -52,6 +52,12 @@ pub struct EngineSettings {
     pub refusal: Option<String>,
     /// Where the engine's working directory goes (see `instance::ScratchFolder`).
     pub scratch: PathBuf,
+    /// A root server's first uid of the pool its session processes run under (the engine
+    /// itself then stays root to set them; it runs no learner's code); `None`: sessions keep
+    /// the engine's uid.
+    pub session_uid_base: Option<u32>,
+    /// The gid of the session processes.
+    pub session_gid: Option<u32>,
 }
 
 /// One MeTTa run as the worker asks for it.
@@ -149,9 +155,6 @@ struct NotReceived(String);
 struct EngineProcess {
     child: Child,
     leader: u32,
-    /// The process that runs the engine: the leader, or (in a PID namespace of its own) the
-    /// leader's one child, the leader being the stub that waits for it.
-    engine: u32,
     requests: pipe::Sender,
     responses: Lines<BufReader<pipe::Receiver>>,
     stdout: OutputPipe,
@@ -163,21 +166,6 @@ struct EngineProcess {
 impl Drop for EngineProcess {
     fn drop(&mut self) {
         kill_group(self.leader);
-    }
-}
-
-impl EngineProcess {
-    /// Kills what the last job started and left running (a background process), keeping the
-    /// engine itself; their own orphans come to the server, whose worker reaps them.
-    /// Cheap when there is nothing: one look at the engine's children.
-    fn kill_leftovers(&self) {
-        for pid in children_of(self.engine) {
-            // SAFETY: signalling a process; no memory effects.
-            unsafe {
-                libc::kill(-(pid as i32), libc::SIGKILL);
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
     }
 }
 
@@ -209,22 +197,17 @@ impl EngineSupervisor {
     }
 
     /// Starts a child now if none is running, so the next job does not wait for the import.
-    /// A child killed from outside while it was starting is started once more before the
-    /// failure counts (the jobs waiting for it are not to blame).
+    /// A child killed from outside before it was ready (SIGKILL: an operator, the OOM killer)
+    /// says nothing about the host, so it is started once more before the jobs are failed.
     pub async fn ensure_started(&mut self) -> Result<(), String> {
         if self.process.is_none() {
             let mut spawned = self.spawn().await;
-            if let Err(failure) = &spawned {
-                if failure.killed {
-                    tracing::warn!(
-                        "the MeTTa engine was killed while starting ({}); starting another",
-                        failure.reason
-                    );
-                    spawned = self.spawn().await;
-                }
+            if let Err(StartFailure::KilledWhileStarting(reason)) = &spawned {
+                tracing::warn!("{reason}; starting another");
+                spawned = self.spawn().await;
             }
             self.start_failing = spawned.is_err();
-            self.process = Some(spawned.map_err(|failure| failure.reason)?);
+            self.process = Some(spawned.map_err(StartFailure::into_reason)?);
         }
         Ok(())
     }
@@ -240,7 +223,13 @@ impl EngineSupervisor {
         let Some(process) = self.process.as_mut() else {
             return;
         };
-        let line = serde_json::json!({"op": "drop", "id": "drop", "session": session.as_str()});
+        let request = EngineRequest::Drop {
+            id: "drop",
+            session: session.as_str(),
+        };
+        let Ok(line) = serde_json::to_string(&request) else {
+            return;
+        };
         let exchange = async {
             process
                 .requests
@@ -314,8 +303,6 @@ impl EngineSupervisor {
                 kill_group(old.leader);
                 self.retiring = Some(old);
             }
-        } else if let Some(process) = self.process.as_ref() {
-            process.kill_leftovers();
         }
         end
     }
@@ -374,8 +361,7 @@ impl EngineSupervisor {
         crate::service_metrics::sessions_replayed(
             requests.iter().filter(|run| run.history.is_some()).count(),
         );
-        let wire = BatchRequest {
-            op: "batch",
+        let wire = EngineRequest::Batch {
             id: &batch_id,
             runs: requests
                 .iter()
@@ -664,6 +650,15 @@ impl EngineSupervisor {
             .arg(self.settings.memory_budget_mb.to_string())
             .arg("--sys-path")
             .arg(sys_path)
+            .arg("--session-uid-base")
+            .arg(
+                self.settings
+                    .session_uid_base
+                    .map_or(-1, i64::from)
+                    .to_string(),
+            )
+            .arg("--session-gid")
+            .arg(self.settings.session_gid.map_or(-1, i64::from).to_string())
             // The engine's own stdin is empty: a job's stdin comes with the job, and no
             // learner's `input()` can read the engine's requests.
             .stdin(Stdio::null());
@@ -687,7 +682,6 @@ impl EngineSupervisor {
         let mut process = EngineProcess {
             child,
             leader,
-            engine: leader,
             requests,
             responses: BufReader::new(receiver).lines(),
             stdout,
@@ -699,24 +693,27 @@ impl EngineSupervisor {
         let line = match greeting {
             Ok(Ok(Some(line))) => line,
             Ok(_) => {
-                let exit = process.child.wait().await;
-                let killed = exit.as_ref().is_ok_and(|status| {
-                    std::os::unix::process::ExitStatusExt::signal(status).is_some()
-                });
-                let status = exit.map(describe_exit);
+                let status = process.child.wait().await;
+                let killed = matches!(
+                    &status,
+                    Ok(status) if std::os::unix::process::ExitStatusExt::signal(status) == Some(libc::SIGKILL)
+                );
+                let status = status.map(describe_exit);
                 let mut stderr_text = Vec::new();
                 while let Ok(Some(chunk)) =
                     tokio::time::timeout(DRAIN_AFTER_DEATH, process.stderr.recv()).await
                 {
                     stderr_text.extend_from_slice(&chunk);
                 }
-                return Err(StartFailure {
-                    reason: format!(
-                        "the engine stopped before it was ready ({}): {}",
-                        status.unwrap_or_else(|err| err.to_string()),
-                        String::from_utf8_lossy(&stderr_text).trim()
-                    ),
-                    killed,
+                let reason = format!(
+                    "the engine stopped before it was ready ({}): {}",
+                    status.unwrap_or_else(|err| err.to_string()),
+                    String::from_utf8_lossy(&stderr_text).trim()
+                );
+                return Err(if killed {
+                    StartFailure::KilledWhileStarting(reason)
+                } else {
+                    StartFailure::Refused(reason)
                 });
             }
             Err(_) => return Err("the engine did not become ready within 60 s".into()),
@@ -728,13 +725,17 @@ impl EngineSupervisor {
                 crate::service_metrics::engine_started();
                 let version = greeting.hyperon.unwrap_or_else(|| "unknown".into());
                 if self.hyperon_version.as_deref() != Some(version.as_str()) {
+                    let walls = greeting.walls.unwrap_or_default().join(", ");
                     tracing::info!(hyperon = %version, "MeTTa engine ready");
+                    if walls.contains("NO ") {
+                        tracing::warn!("containment: each live MeTTa session runs in a process of its own with: {walls}");
+                    } else {
+                        tracing::info!(
+                            "each live MeTTa session runs in a process of its own with: {walls}"
+                        );
+                    }
                 }
                 self.hyperon_version = Some(version);
-                if containment.forks_stub() {
-                    // The engine answered, so the stub's one child exists by now.
-                    process.engine = children_of(leader).first().copied().unwrap_or(leader);
-                }
                 Ok(process)
             }
             _ => Err(greeting
@@ -745,26 +746,31 @@ impl EngineSupervisor {
     }
 }
 
-/// Why an engine child did not start.
-#[derive(Debug)]
-struct StartFailure {
-    reason: String,
-    /// It died of a signal before it was ready (killed from outside, say): worth one more try.
-    killed: bool,
+/// Why no engine child could be started.
+enum StartFailure {
+    /// It was killed (SIGKILL) before it said it was ready: worth one more try.
+    KilledWhileStarting(String),
+    /// Anything else (hyperon missing, a wall refused, a bad setting): said to the jobs.
+    Refused(String),
+}
+
+impl StartFailure {
+    fn into_reason(self) -> String {
+        match self {
+            StartFailure::KilledWhileStarting(reason) | StartFailure::Refused(reason) => reason,
+        }
+    }
 }
 
 impl From<String> for StartFailure {
     fn from(reason: String) -> Self {
-        StartFailure {
-            reason,
-            killed: false,
-        }
+        StartFailure::Refused(reason)
     }
 }
 
 impl From<&str> for StartFailure {
     fn from(reason: &str) -> Self {
-        reason.to_string().into()
+        StartFailure::Refused(reason.to_string())
     }
 }
 
@@ -867,14 +873,23 @@ impl BatchOutputs {
         let replace = response.recycle;
         let run = self.current;
         let (stdout, stderr) = self.finish_current();
-        pending.push((
-            run,
+        let outcome = if response.outcome == ResponseOutcome::Died {
+            // The session's process died alone: the engine and the other sessions go on.
+            MettaRunOutcome::Died {
+                cause: response
+                    .error
+                    .unwrap_or_else(|| "the session's process died".into()),
+                stdout,
+                stderr,
+            }
+        } else {
             MettaRunOutcome::Answered {
                 response,
                 stdout,
                 stderr,
-            },
-        ));
+            }
+        };
+        pending.push((run, outcome));
         replace
     }
 

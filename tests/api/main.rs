@@ -12,6 +12,7 @@ mod hostile_code;
 mod hostile_code_as_a_normal_user;
 mod hostile_requests;
 mod jobs;
+mod learner_isolation;
 mod learners;
 mod metta;
 mod misconfiguration;

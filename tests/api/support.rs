@@ -145,6 +145,12 @@ impl TestServer {
                 .expect("let children pass through the test's folder");
             command.env("SCRATCH_DIR", self.dir.path().join("scratch"));
         }
+        // Servers of tests running at once (and of other test runs on the host) get pools of
+        // session uids of their own: one server's learner who kills every process of its uid
+        // must not reach another server's sessions.
+        if !self.env.iter().any(|(key, _)| key == "SESSION_UID_BASE") {
+            command.env("SESSION_UID_BASE", session_uid_base().to_string());
+        }
         for (key, value) in &self.env {
             command.env(key, value);
         }
@@ -604,4 +610,12 @@ impl Rng {
     pub fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound.max(1)
     }
+}
+
+/// A pool of session uids no other test server of this host uses at the same time: blocks of
+/// 100 (MAX_LIVE_SESSIONS + 2 must fit) by test binary process and by server.
+fn session_uid_base() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let server = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 500;
+    1_000_000 + (std::process::id() % 4_000) * 50_000 + server * 100
 }
