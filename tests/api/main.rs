@@ -14,6 +14,7 @@ mod jobs;
 mod learners;
 mod metta;
 mod misconfiguration;
+mod multi_host;
 mod reliability;
 mod restart;
 mod sessions_api;
