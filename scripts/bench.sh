@@ -3,7 +3,17 @@
 # sets everything up and builds (release), then runs target/release/metta-learner-bench, which
 # prints a markdown report and writes bench/results/latest.md and bench/results/latest.json.
 # Progress goes to stderr; the report to stdout. Takes about a minute on 2 cores.
+#
+#   scripts/bench.sh --scaling   1, 2 and 3 server processes on one PostgreSQL (the project's
+#                                own, scripts/pg-test.sh, started and stopped here); writes
+#                                bench/results/scaling.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec target/release/metta-learner-bench "$@"
+if [ "${1:-}" = "--scaling" ]; then
+  scripts/pg-test.sh start
+  trap 'scripts/pg-test.sh stop' EXIT
+  BENCH_PG_ADMIN_URL=$(scripts/pg-test.sh url) target/release/metta-learner-bench "$@"
+else
+  exec target/release/metta-learner-bench "$@"
+fi

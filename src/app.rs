@@ -87,6 +87,7 @@ impl Application {
                     &config.database_url,
                     host,
                     Duration::from_secs(config.host_lease_secs),
+                    Duration::from_millis(config.session_affinity_ms),
                 )
                 .await
                 .context("cannot open the PostgreSQL database (DATABASE_URL)")?,

@@ -104,6 +104,11 @@ pub struct Config {
     #[arg(long, env = "HOST_LEASE_SECS", default_value_t = 10)]
     pub host_lease_secs: u64,
 
+    /// On PostgreSQL: milliseconds a session's next job is left to the server that ran its
+    /// last job (which has the session live) before another server may take it.
+    #[arg(long, env = "SESSION_AFFINITY_MS", default_value_t = 1000)]
+    pub session_affinity_ms: u64,
+
     /// Longest run of one job, in seconds (a job may ask for less, never more).
     #[arg(long, env = "RUN_TIMEOUT_SECS", default_value_t = 30)]
     pub run_timeout_secs: u64,
@@ -389,6 +394,7 @@ impl Config {
             ),
             Range::new("MAX_BATCH_JOBS", self.max_batch_jobs, 1, 1024),
             Range::new("HOST_LEASE_SECS", self.host_lease_secs, 1, 3600),
+            Range::new("SESSION_AFFINITY_MS", self.session_affinity_ms, 0, 600_000),
             Range::new("MAX_QUEUED_JOBS", self.max_queued_jobs, 1, 10_000_000),
             Range::new("MAX_BODY_BYTES", size(self.max_body_bytes), KIB, 64 * MIB),
             Range::new("SHUTDOWN_GRACE_SECS", self.shutdown_grace_secs, 0, 3600),

@@ -6,7 +6,9 @@
 //! - each host has an id (`HOST_ID`, default `<hostname>:<port>`), beats every third of the
 //!   lease (`HOST_LEASE_SECS`), and marks the jobs it claims with it;
 //! - a claim takes the oldest queued job whose session has nothing running and nothing older
-//!   queued (so a session's jobs never run on two hosts at once and keep acceptance order);
+//!   queued (so a session's jobs never run on two hosts at once and keep acceptance order),
+//!   leaving a session that another live host ran last to that host for `SESSION_AFFINITY_MS`
+//!   after its last job finished (so the session stays live there instead of being replayed);
 //! - at start-up a host rescues its own previous life's running jobs, and every beat it
 //!   rescues those of hosts whose beat is older than the lease (re-queued once, failed when
 //!   interrupted twice);
@@ -39,6 +41,7 @@ pub struct PgStore {
     url: Arc<str>,
     host: Arc<str>,
     lease: Duration,
+    affinity: Duration,
 }
 
 fn corrupt(what: &str, value: &str, err: impl std::fmt::Display) -> StoreError {
@@ -113,7 +116,12 @@ fn job_records(rows: Vec<pg::JobRow>) -> StoreResult<Vec<JobRecord>> {
 impl PgStore {
     /// Connects to `url`, applies pending migrations, records this host's first beat and
     /// rescues its own previous life's running jobs (see `recover_interrupted_jobs`).
-    pub async fn open(url: &str, host: String, lease: Duration) -> StoreResult<PgStore> {
+    pub async fn open(
+        url: &str,
+        host: String,
+        lease: Duration,
+        affinity: Duration,
+    ) -> StoreResult<PgStore> {
         let pool = pg::connect(url, 16).await?;
         pg::MIGRATOR.run(&pool).await?;
         pg::heartbeat(&pool, &host).await?;
@@ -122,6 +130,7 @@ impl PgStore {
             url: url.into(),
             host: host.into(),
             lease,
+            affinity,
         })
     }
 
@@ -198,7 +207,13 @@ impl PgStore {
     }
 
     pub(super) async fn claim_oldest_job(&self) -> StoreResult<Option<OldestClaim>> {
-        let Some(row) = pg::claim_next_job(&self.pool, &self.host, &now_timestamp()).await? else {
+        let now = chrono::Utc::now();
+        let cutoff = (now - chrono::Duration::from_std(self.affinity).unwrap_or_default())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let now = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let Some(row) =
+            pg::claim_next_job(&self.pool, &self.host, &now, &cutoff, self.lease_ms()).await?
+        else {
             return Ok(None);
         };
         Ok(Some(OldestClaim {
@@ -426,7 +441,9 @@ impl PgStore {
                             );
                             signals.job_accepted();
                         }
-                        Ok(_) => {}
+                        // A job held for a busy host's session may have outwaited the
+                        // affinity window meanwhile: look once a beat.
+                        Ok(_) => signals.job_accepted(),
                         Err(err) => tracing::error!("cannot beat: {err}"),
                     }
                 }

@@ -238,18 +238,25 @@ pub async fn cancel_job(pool: &PgPool, id: &str, now: &str) -> Result<Option<Job
     .await
 }
 
-/// Claims the next job for `host`: the oldest queued job whose session has no running job
-/// and no older queued job (so a session's jobs run one at a time, in acceptance order, on
-/// whichever host), preferring, among the jobs that may run now, none: order is global.
-/// Claims run one at a time across hosts (a transaction-scoped advisory lock: the check
-/// "no running job of this session" and the claim must not interleave with another host's),
-/// and `FOR UPDATE SKIP LOCKED` skips rows another transaction holds (a cancel, a finish).
-/// Affinity needs no rule of its own: a session's next job is claimable only once its
-/// previous one finished, and the host that ran it is the one that learns first.
+/// Claims the next job for `host`, under three rules:
+/// - order: the oldest queued job goes first, among those the next two rules allow;
+/// - one at a time per session: a job is claimable only when its session has no running job
+///   and no older queued job, so a session's jobs run one after another in acceptance order
+///   whichever hosts run them;
+/// - affinity: a session belongs to the host that ran its last job (`sessions.host`, which
+///   has it live in its engine); another host takes its next job only once the session has
+///   waited `affinity_ms` since that job finished (its owner is busy), or when the owner's
+///   lease ran out (it is dead).
+///
+/// Claims run one at a time across hosts (a transaction-scoped advisory lock: "no running
+/// job of this session" and the claim must not interleave with another host's claim), and
+/// `FOR UPDATE SKIP LOCKED` passes over rows another transaction holds (a cancel, a finish).
 pub async fn claim_next_job(
     pool: &PgPool,
     host: &str,
     now: &str,
+    affinity_cutoff: &str,
+    lease_ms: i64,
 ) -> Result<Option<ClaimRow>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query_scalar!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
@@ -265,6 +272,11 @@ pub async fn claim_next_job(
                         WHERE other.session_id = candidate.session_id
                           AND (other.status = 'running'
                                OR (other.status = 'queued' AND other.seq < candidate.seq))))
+                 AND (candidate.session_id IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM sessions AS s JOIN hosts AS owner ON owner.id = s.host
+                        WHERE s.id = candidate.session_id AND s.host <> $2
+                          AND s.released_at > $3
+                          AND owner.beat_at > now() - make_interval(secs => $4::BIGINT / 1000.0)))
                ORDER BY seq LIMIT 1
                FOR UPDATE SKIP LOCKED)
            RETURNING seq, id, kind, language, session_id, code_id, code, stdin, timeout_ms,
@@ -281,9 +293,16 @@ pub async fn claim_next_job(
                          AS "more_queued!""#,
         now,
         host,
+        affinity_cutoff,
+        lease_ms,
     )
     .fetch_optional(&mut *tx)
     .await?;
+    if let Some(session) = row.as_ref().and_then(|row| row.session_id.as_deref()) {
+        sqlx::query!("UPDATE sessions SET host = $1 WHERE id = $2", host, session)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(row.map(|row| ClaimRow {
         job: JobRow {
