@@ -21,5 +21,6 @@ cargo test --workspace --locked --all-targets -- --test-threads "${TEST_THREADS:
 TEST_STORE=postgres cargo test --test api --locked -- --test-threads "${TEST_THREADS:-2}" \
   jobs:: sessions_api:: restart:: contract:: learners::
 # The reliability suite (kills the server and the engine under load; about 1-2 minutes), and
-# the multi-host one (three servers on one PostgreSQL, one killed twice under load).
-cargo test --test api --locked -- --ignored --nocapture reliability
+# the multi-host one (three servers on one PostgreSQL, one killed twice under load), one after
+# the other: each is meant to be the only load on the machine while it runs.
+cargo test --test api --locked -- --ignored --nocapture --test-threads 1 reliability

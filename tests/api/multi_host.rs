@@ -20,6 +20,10 @@
 //!   state equals a fresh hyperon replay of that history;
 //! - every long-wait answered: a wait that came back with the job not final came back after
 //!   its full wait, and the job indeed finished later.
+//!
+//! Jobs here take milliseconds, so a kill may find the victim between jobs (the log says how
+//! many jobs were rescued); the rescue of a dead host's running job after the lease, by
+//! another host, is shown every time by the second test of this file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -216,6 +220,7 @@ async fn reliability_three_hosts_on_one_postgres_with_a_host_killed_twice() {
         let shared = shared.clone();
         let stop = stop_chaos.clone();
         let mut victim = servers.remove(1);
+        let url = database.url.clone();
         tokio::task::spawn_blocking(move || {
             let mut kills = Vec::new();
             for (round, at) in [total / 4, total / 2].into_iter().enumerate() {
@@ -224,6 +229,19 @@ async fn reliability_three_hosts_on_one_postgres_with_a_host_killed_twice() {
                         return (victim, kills);
                     }
                     std::thread::sleep(Duration::from_millis(50));
+                }
+                // Kill it while it runs a job (looked for during at most 10 s), so the kill
+                // interrupts one.
+                let looking = Instant::now();
+                while looking.elapsed() < Duration::from_secs(10)
+                    && psql(
+                        &url,
+                        "SELECT count(*) FROM jobs WHERE status = 'running' AND host = 'host-1'",
+                    )
+                    .trim()
+                        == "0"
+                {
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 victim.kill9();
                 kills.push(now_timestamp());
@@ -303,8 +321,7 @@ async fn reliability_three_hosts_on_one_postgres_with_a_host_killed_twice() {
                 let code = client_view["code"].as_str().unwrap_or_default();
                 let (client, job) = code
                     .lines()
-                    .nth(1)
-                    .and_then(|line| line.strip_prefix("!(+ "))
+                    .find_map(|line| line.strip_prefix("!(+ "))
                     .and_then(|rest| rest.strip_suffix(')'))
                     .and_then(|rest| rest.split_once(' '))
                     .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
@@ -479,4 +496,76 @@ async fn reliability_three_hosts_on_one_postgres_with_a_host_killed_twice() {
         );
     }
     drop(servers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the multi-host reliability suite: needs the tests' PostgreSQL"]
+async fn reliability_a_dead_hosts_running_job_is_rescued_by_another_host_after_the_lease() {
+    // Arrange: two servers on one database; a slow job runs on one of them.
+    let database = PostgresDatabase::create("lease");
+    let env = |host: &'static str| [("HOST_ID", host), ("HOST_LEASE_SECS", "2")];
+    let first = TestServer::start_sharing(&database.url, &env("a")).await;
+    let second = TestServer::start_sharing(&database.url, &env("b")).await;
+    let job = first
+        .submit(json!({"language": "python", "code": "import time; time.sleep(2); print('done')"}))
+        .await;
+    let id = job["id"].as_str().expect("id").to_string();
+    let runner = loop {
+        let host = psql(
+            &database.url,
+            &format!(
+                "SELECT COALESCE(host, '') FROM jobs WHERE id = '{id}' AND status = 'running'"
+            ),
+        );
+        if !host.trim().is_empty() {
+            break host.trim().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (mut dying, survivor) = if runner == "a" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let waiting = {
+        let client = survivor.client.clone();
+        let url = survivor.url(&format!("/api/v1/jobs/{id}?wait=30"));
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .expect("GET")
+                .json::<Value>()
+                .await
+        })
+    };
+
+    // Act: the host running it dies and stays dead.
+    let killed = Instant::now();
+    dying.kill9();
+
+    // Assert: after the lease, the survivor re-queues and runs it once more, and the wait
+    // made on the survivor answers with its final state.
+    let done = waiting.await.expect("wait task").expect("JSON");
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "re-run once after the rescue: {done}");
+    assert_eq!(done["output"], "done\n", "{done}");
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "rescued only after the lease ran out ({:?})",
+        killed.elapsed()
+    );
+    let host = psql(
+        &database.url,
+        &format!("SELECT host FROM jobs WHERE id = '{id}'"),
+    );
+    assert_ne!(host.trim(), runner, "the survivor ran it");
+    assert!(
+        survivor
+            .logs()
+            .contains("rescued the running jobs of a host whose lease ran out"),
+        "{}",
+        survivor.logs()
+    );
 }
