@@ -24,7 +24,7 @@ use crate::python_runner::PythonRunner;
 use crate::queue::JobQueue;
 use crate::sandbox::plan::Probe;
 use crate::sandbox::{plan_containment, ChildLimits, Containment, ContainmentPlan};
-use crate::store::Store;
+use crate::store::{PgStore, Store};
 use crate::worker::Worker;
 
 /// The name of the server secret that derives playground clients' own sessions.
@@ -66,16 +66,37 @@ impl Application {
         protect_server_process();
         // Claimed before the store is opened: a second server on this database stops here,
         // having recovered, cleaned and changed nothing.
-        let database = database_file(&config.database_url)?;
+        // On PostgreSQL the database is shared by design; what is claimed on this machine is
+        // this server's place in it (one server per port), anchored at a local file.
+        let database = if config.is_postgres() {
+            std::path::PathBuf::from(format!("data/postgres-host-{}", config.port))
+        } else {
+            database_file(&config.database_url)?
+        };
         let database_lock = lock_database(&database)?;
         let scratch = ScratchFolder::claim(
             &config.scratch_root(),
             &database,
             config.scratch_dir.is_none(),
         )?;
-        let store = Store::open(&database, config.sqlite_synchronous)
-            .await
-            .with_context(|| format!("cannot open the database {}", config.database_url))?;
+        let store = if config.is_postgres() {
+            let host = config.host_id();
+            tracing::info!(host = %host, lease_secs = config.host_lease_secs, "on PostgreSQL");
+            Store::Postgres(
+                PgStore::open(
+                    &config.database_url,
+                    host,
+                    Duration::from_secs(config.host_lease_secs),
+                    Duration::from_millis(config.session_affinity_ms),
+                )
+                .await
+                .context("cannot open the PostgreSQL database (DATABASE_URL)")?,
+            )
+        } else {
+            Store::open(&database, config.sqlite_synchronous)
+                .await
+                .with_context(|| format!("cannot open the database {}", config.database_url))?
+        };
         let recovery = store.recover_interrupted_jobs().await?;
         if recovery.requeued > 0 || recovery.failed > 0 {
             tracing::warn!(
@@ -186,7 +207,7 @@ impl Application {
             .into();
         let queue = JobQueue::new(
             store.clone(),
-            signals,
+            signals.clone(),
             config.max_queued_jobs,
             shutdown.clone(),
             config.shutdown_grace(),
@@ -205,6 +226,12 @@ impl Application {
             client_session_key,
             containment_refusal.map(Arc::from),
         ));
+        // On PostgreSQL: heart-beats, rescue of dead hosts' jobs, and the LISTEN that wakes
+        // this host's worker and long-waits for what other hosts do.
+        let host_tasks = match &store {
+            Store::Postgres(pg) => Some(pg.start_host_tasks(signals.clone(), shutdown.clone())),
+            Store::Sqlite(_) => None,
+        };
         let worker = tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace()));
 
         tracing::info!("listening on http://{}", listener.local_addr()?);
@@ -219,6 +246,7 @@ impl Application {
         if let Err(err) = worker.await {
             tracing::error!("the worker task failed: {err}");
         }
+        drop(host_tasks);
         store.close().await;
         scratch.remove();
         tracing::info!(lock = %database_lock.path().display(), "shut down cleanly");

@@ -84,13 +84,30 @@ pub struct Config {
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: String,
 
-    /// SQLite database URL; the file and its folder are created when missing.
+    /// The database: `sqlite://PATH` (the file and its folder are created when missing) or
+    /// `postgres://…` (several servers may share it; see HOST_ID and HOST_LEASE_SECS).
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://data/metta-learner.db"
     )]
     pub database_url: String,
+
+    /// On PostgreSQL: this server's name among the servers sharing the database (default
+    /// `<hostname>:<PORT>`). Keep it across restarts: a server that starts under the name of
+    /// one that died re-queues that one's running jobs at once instead of after the lease.
+    #[arg(long, env = "HOST_ID")]
+    pub host_id: Option<String>,
+
+    /// On PostgreSQL: seconds after its last heart-beat (every third of this) that a server
+    /// counts as dead, and another server re-queues the jobs it was running.
+    #[arg(long, env = "HOST_LEASE_SECS", default_value_t = 10)]
+    pub host_lease_secs: u64,
+
+    /// On PostgreSQL: milliseconds a session's next job is left to the server that ran its
+    /// last job (which has the session live) before another server may take it.
+    #[arg(long, env = "SESSION_AFFINITY_MS", default_value_t = 1000)]
+    pub session_affinity_ms: u64,
 
     /// Longest run of one job, in seconds (a job may ask for less, never more).
     #[arg(long, env = "RUN_TIMEOUT_SECS", default_value_t = 30)]
@@ -428,6 +445,8 @@ impl Config {
                 MAX_RUN_TIMEOUT_SECS,
             ),
             Range::new("MAX_BATCH_JOBS", self.max_batch_jobs, 1, 1024),
+            Range::new("HOST_LEASE_SECS", self.host_lease_secs, 1, 3600),
+            Range::new("SESSION_AFFINITY_MS", self.session_affinity_ms, 0, 600_000),
             Range::new("MAX_QUEUED_JOBS", self.max_queued_jobs, 1, 10_000_000),
             Range::new("MAX_BODY_BYTES", size(self.max_body_bytes), KIB, 64 * MIB),
             Range::new("SHUTDOWN_GRACE_SECS", self.shutdown_grace_secs, 0, 3600),
@@ -535,14 +554,41 @@ impl Config {
         if let Some(dir) = &self.scratch_dir {
             return dir.clone();
         }
-        // FNV-1a: stable across builds, unlike the std hasher.
-        let hash = self
-            .database_url
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-            });
+        // FNV-1a: stable across builds, unlike the std hasher. Servers on one PostgreSQL
+        // share the URL, so on PostgreSQL the port and host id tell theirs apart.
+        let key = if self.is_postgres() {
+            format!("{} {} {}", self.database_url, self.port, self.host_id())
+        } else {
+            self.database_url.clone()
+        };
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
         std::env::temp_dir().join(format!("metta-learner-{hash:016x}"))
+    }
+
+    /// Whether DATABASE_URL names a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://")
+    }
+
+    /// This server's name among those sharing a PostgreSQL database (HOST_ID).
+    pub fn host_id(&self) -> String {
+        if let Some(id) = &self.host_id {
+            return id.clone();
+        }
+        let mut name = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
+        // or truncates, and the name is read up to the first NUL.
+        let got = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) };
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        let host = if got == 0 {
+            String::from_utf8_lossy(&name[..end]).into_owned()
+        } else {
+            "localhost".to_string()
+        };
+        format!("{host}:{}", self.port)
     }
 
     /// Allowed CORS origins, or `None` for any origin.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// Why this server may not start on this host as configured; each message names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
-    #[error("DATABASE_URL={0} does not name a SQLite file (use sqlite://PATH)")]
+    #[error("DATABASE_URL={0} names neither a SQLite file nor a PostgreSQL database (use sqlite://PATH or postgres://…)")]
     NotAFileUrl(String),
     #[error("DATABASE_URL: cannot create the database folder {path}: {source}")]
     CreateDatabaseFolder {

@@ -110,6 +110,13 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let setup = Setup::discover()?;
+    if std::env::args().any(|arg| arg == "--scaling") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        return runtime.block_on(scaling::measure(&setup));
+    }
     if std::env::args().any(|arg| arg == "--quick") {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -131,6 +138,145 @@ fn run() -> Result<()> {
     let markdown = render_markdown(&report);
     print!("{markdown}");
     write_results(&markdown, &report)
+}
+
+/// `--scaling`: the same service on one PostgreSQL with 1, 2 and 3 server processes, under
+/// a workload of realistic jobs (a MeTTa program of about 20 ms of engine time, in many
+/// sessions); writes `bench/results/scaling.md`.
+mod scaling {
+    use super::*;
+
+    /// Sessions (one client each), jobs per client in the timed window, and the program.
+    const CLIENTS: usize = 48;
+    const JOBS_PER_CLIENT: usize = 15;
+    const DEFINITION: &str = "(= (fib $n) (if (< $n 2) $n (+ (fib (- $n 1)) (fib (- $n 2)))))";
+    const PROGRAM: &str = "!(fib 3)";
+
+    fn psql(url: &str, sql: &str) -> Result<()> {
+        let status = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+            .status()
+            .context("cannot run psql")?;
+        ensure!(status.success(), "psql {sql} failed");
+        Ok(())
+    }
+
+    pub(super) async fn measure(setup: &Setup) -> Result<()> {
+        let admin = std::env::var("BENCH_PG_ADMIN_URL").context(
+            "--scaling needs BENCH_PG_ADMIN_URL (scripts/bench.sh --scaling starts the project's PostgreSQL)",
+        )?;
+        let (base, _) = admin
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow!("BENCH_PG_ADMIN_URL ends in /DATABASE"))?;
+        let mut rows = Vec::new();
+        for processes in 1..=3usize {
+            let name = format!("bench_scaling_{processes}_{}", std::process::id());
+            psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )?;
+            psql(&admin, &format!("CREATE DATABASE {name}"))?;
+            let url = format!("{base}/{name}");
+            let result = run_with(setup, &url, processes).await;
+            psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )?;
+            rows.push((processes, result?));
+        }
+        let one = rows[0].1 .0;
+        let mut markdown = format!(
+            "## Scaling on one PostgreSQL\n\n{CLIENTS} clients, each with its own session, \
+             {JOBS_PER_CLIENT} jobs each (`{PROGRAM}` after `fib` is defined: about 20 ms of \
+             engine time), requests spread round-robin over the processes, `?wait=30`.\n\n\
+             | processes | jobs/s | × one process | p50 ms | p99 ms |\n|---|---|---|---|---|\n"
+        );
+        for (processes, (throughput, p50, p99)) in &rows {
+            markdown.push_str(&format!(
+                "| {processes} | {throughput:.1} | {:.2} | {p50:.1} | {p99:.1} |\n",
+                throughput / one
+            ));
+        }
+        print!("{markdown}");
+        std::fs::create_dir_all("bench/results").context("cannot create bench/results")?;
+        std::fs::write("bench/results/scaling.md", &markdown)
+            .context("cannot write bench/results/scaling.md")?;
+        Ok(())
+    }
+
+    /// Throughput (jobs/s) and p50/p99 latency (ms) with `processes` servers on `url`.
+    async fn run_with(setup: &Setup, url: &str, processes: usize) -> Result<(f64, f64, f64)> {
+        progress(&format!(
+            "scaling: {processes} process(es) on one PostgreSQL"
+        ));
+        let mut servers = Vec::new();
+        for i in 0..processes {
+            let folder = setup.work.path().join(format!("scaling-{processes}-{i}"));
+            std::fs::create_dir_all(&folder).context("cannot create a folder")?;
+            let host = format!("bench-{i}");
+            servers.push(
+                Server::start_on(
+                    setup,
+                    url,
+                    &folder,
+                    &[("HOST_ID", &host), ("MAX_LIVE_SESSIONS", "128")],
+                )
+                .await?,
+            );
+        }
+        let apis: Vec<Api> = servers.iter().map(Api::new).collect();
+        // Warm-up, untimed: each session gets its definition (and the engines their start).
+        let mut warm = Vec::new();
+        for client in 0..CLIENTS {
+            let api = apis[client % apis.len()].clone();
+            warm.push(tokio::spawn(async move {
+                let body = json!({"language": "metta", "sessionId": format!("scale-{client}"), "code": DEFINITION});
+                api.post("/api/v1/jobs?wait=30", &body, &[]).await
+            }));
+        }
+        for task in warm {
+            let (status, job) = task.await.context("warm-up task")??;
+            ensure!(
+                status == 200 && job["status"] == "succeeded",
+                "warm-up: {status} {job}"
+            );
+        }
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for client in 0..CLIENTS {
+            let apis = apis.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(JOBS_PER_CLIENT);
+                for job in 0..JOBS_PER_CLIENT {
+                    let api = &apis[(client + job) % apis.len()];
+                    let body = json!({"language": "metta", "sessionId": format!("scale-{client}"), "code": PROGRAM});
+                    let sent = Instant::now();
+                    let (status, answer) = api.post("/api/v1/jobs?wait=30", &body, &[]).await?;
+                    ensure!(
+                        status == 200 && answer["result"] == "[2]\n",
+                        "a job answered {status}: {answer}"
+                    );
+                    latencies.push(sent.elapsed());
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            }));
+        }
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await.context("client task")??);
+        }
+        let wall = started.elapsed();
+        for server in servers {
+            server.stop().await?;
+        }
+        latencies.sort();
+        let at = |q: f64| {
+            let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+            latencies[index].as_secs_f64() * 1000.0
+        };
+        let throughput = latencies.len() as f64 / wall.as_secs_f64();
+        Ok((throughput, at(0.5), at(0.99)))
+    }
 }
 
 fn progress(what: &str) {
@@ -595,6 +741,23 @@ impl Server {
     /// folder (inside the benchmark's temporary folder, so it goes with it).
     async fn start(setup: &Setup, database: &Path) -> Result<Server> {
         let folder = database.parent().unwrap_or(setup.work.path());
+        Self::start_on(
+            setup,
+            &format!("sqlite://{}", database.display()),
+            folder,
+            &[],
+        )
+        .await
+    }
+
+    /// Starts the server on the database `url`, in `folder` (its scratch folder next to it),
+    /// with extra environment variables.
+    async fn start_on(
+        setup: &Setup,
+        url: &str,
+        folder: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Server> {
         let scratch = format!("{}-scratch", folder.display());
         let mut command = Command::new(&setup.server_binary);
         command
@@ -602,7 +765,7 @@ impl Server {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")
-            .env("DATABASE_URL", format!("sqlite://{}", database.display()))
+            .env("DATABASE_URL", url)
             .env("PYTHON", &setup.python)
             .env("RATE_LIMIT_PER_MINUTE", "0")
             .env("SCRATCH_DIR", scratch)
@@ -611,6 +774,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let spawned_at = Instant::now();
         let mut child = command
             .spawn()

@@ -4,9 +4,9 @@
 //! once the commit that holds its job is done (a failed commit answers all with the error).
 
 use super::jobs::insert_job;
-use super::{JobRecord, NewJob, Store, StoreError, StoreResult};
+use super::{JobRecord, NewJob, SqliteStore, StoreError, StoreResult};
 
-/// A submission waiting for the writer connection (see `Store::enqueue_job`).
+/// A submission waiting for the writer connection (see `SqliteStore::enqueue_job`).
 pub(super) struct PendingInsert {
     pub job: NewJob,
     pub max_queued: u64,
@@ -54,7 +54,7 @@ impl WaitingInserts {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Takes the writer and stores every submission waiting for it (none, when an earlier
     /// flush already took them).
     pub(super) async fn store_waiting_inserts(&self) {

@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use super::group_commit::PendingInsert;
 use super::records::{HeadRow, OutcomeRow};
 use super::{
-    now_timestamp, ClaimedJob, JobOutcome, JobRecord, NewJob, OldestClaim, QueueCounts, Store,
+    now_timestamp, ClaimedJob, JobOutcome, JobRecord, NewJob, OldestClaim, QueueCounts, SqliteStore,
 };
 use super::{StoreError, StoreResult};
 use crate::domain::{CodeId, ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
@@ -69,7 +69,7 @@ pub struct Recovery {
     pub failed: u64,
 }
 
-impl Store {
+impl SqliteStore {
     /// Stores a new queued job, unless the queue is full or the client's idempotency key is
     /// known. One statement decides and inserts, so the cap holds under concurrent submitters.
     ///

@@ -1,10 +1,10 @@
 //! The instructors' listing of every session, on the listings connection of its own: a long
 //! read over the whole log never queues in front of a learner's poll or the worker.
 
-use super::{SessionSummary, Store, StoreResult};
+use super::{SessionSummary, SqliteStore, StoreResult};
 use crate::domain::SessionId;
 
-impl Store {
+impl SqliteStore {
     /// Every session with its cell and job counts, newest activity first.
     pub async fn list_sessions(&self, limit: i64, offset: i64) -> StoreResult<Vec<SessionSummary>> {
         let mut listings = self.listings().await?;

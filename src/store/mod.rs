@@ -16,12 +16,17 @@
 //! | `sessions.rs` | sessions and their history (changed only by the triggers of migrations/) |
 //! | `listings.rs` | the instructors' listings, on a connection of their own |
 //! | `records.rs` | the typed rows |
+//! | `postgres.rs` | the same operations on PostgreSQL (the SQL is the crate `crates/store-postgres`) |
+//!
+//! `Store` is either store, chosen by the scheme of `DATABASE_URL`; both answer with the same
+//! records. The files above are the SQLite store (`SqliteStore`).
 
 mod group_commit;
 mod jobs;
 mod listings;
 mod migrations;
 mod open;
+mod postgres;
 mod records;
 mod sessions;
 
@@ -33,6 +38,7 @@ use tokio::sync::Mutex;
 
 pub use jobs::{CancelOutcome, EnqueueOutcome, Recovery};
 pub use open::Durability;
+pub use postgres::{PgStore, PgWakeups};
 pub use records::{
     CellRecord, ClaimedJob, JobOutcome, JobRecord, NewJob, OldestClaim, QueueCounts,
     SessionSummary, SessionView,
@@ -62,7 +68,141 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The handle to the database; cheap to clone.
+/// The handle to the database, SQLite or PostgreSQL; cheap to clone. Every operation means
+/// the same on both (see `postgres.rs` for what several hosts on one PostgreSQL add).
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Runs `$call` on whichever store this is.
+macro_rules! either {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($store) => $call,
+            Store::Postgres($store) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the SQLite file `path` (see `SqliteStore::open`).
+    pub async fn open(path: &std::path::Path, durability: Durability) -> StoreResult<Store> {
+        Ok(Store::Sqlite(SqliteStore::open(path, durability).await?))
+    }
+
+    pub async fn enqueue_job(&self, job: &NewJob, max_queued: u64) -> StoreResult<EnqueueOutcome> {
+        either!(self, store => store.enqueue_job(job, max_queued).await)
+    }
+
+    pub async fn get_job(&self, id: crate::domain::JobId) -> StoreResult<Option<JobRecord>> {
+        either!(self, store => store.get_job(id).await)
+    }
+
+    pub async fn cancel_job(&self, id: crate::domain::JobId) -> StoreResult<CancelOutcome> {
+        either!(self, store => store.cancel_job(id).await)
+    }
+
+    pub async fn claim_oldest_job(&self) -> StoreResult<Option<OldestClaim>> {
+        either!(self, store => store.claim_oldest_job().await)
+    }
+
+    pub async fn oldest_queued_jobs(&self, limit: usize) -> StoreResult<Vec<ClaimedJob>> {
+        either!(self, store => store.oldest_queued_jobs(limit).await)
+    }
+
+    pub async fn claim_queued_jobs(
+        &self,
+        jobs: Vec<ClaimedJob>,
+        started_at: &str,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        either!(self, store => store.claim_queued_jobs(jobs, started_at).await)
+    }
+
+    pub async fn finish_job(
+        &self,
+        id: crate::domain::JobId,
+        outcome: &JobOutcome,
+    ) -> StoreResult<Option<JobRecord>> {
+        let mut records = self.finish_jobs(&[(id, outcome)]).await?;
+        Ok(records.pop())
+    }
+
+    pub async fn finish_jobs(
+        &self,
+        outcomes: &[(crate::domain::JobId, &JobOutcome)],
+    ) -> StoreResult<Vec<JobRecord>> {
+        either!(self, store => store.finish_jobs(outcomes).await)
+    }
+
+    pub async fn recover_interrupted_jobs(&self) -> StoreResult<Recovery> {
+        either!(self, store => store.recover_interrupted_jobs().await)
+    }
+
+    pub async fn queue_counts(&self) -> StoreResult<QueueCounts> {
+        either!(self, store => store.queue_counts().await)
+    }
+
+    pub async fn load_history(
+        &self,
+        session: &crate::domain::SessionId,
+    ) -> StoreResult<Vec<CellRecord>> {
+        either!(self, store => store.load_history(session).await)
+    }
+
+    pub async fn finish_history_cut(
+        &self,
+        id: crate::domain::JobId,
+        session: &crate::domain::SessionId,
+        code_id: &crate::domain::CodeId,
+        decide: impl FnOnce(&CutOutcome) -> JobOutcome,
+    ) -> StoreResult<(CutOutcome, Option<JobRecord>)> {
+        either!(self, store => store.finish_history_cut(id, session, code_id, decide).await)
+    }
+
+    pub async fn session_view(
+        &self,
+        session: &crate::domain::SessionId,
+    ) -> StoreResult<Option<SessionView>> {
+        either!(self, store => store.session_view(session).await)
+    }
+
+    pub async fn history_length(&self, session: &crate::domain::SessionId) -> StoreResult<i64> {
+        either!(self, store => store.history_length(session).await)
+    }
+
+    pub async fn create_session(&self, session: &crate::domain::SessionId) -> StoreResult<()> {
+        either!(self, store => store.create_session(session).await)
+    }
+
+    pub async fn session_jobs(
+        &self,
+        session: &crate::domain::SessionId,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<JobRecord>> {
+        either!(self, store => store.session_jobs(session, limit, offset).await)
+    }
+
+    pub async fn list_sessions(&self, limit: i64, offset: i64) -> StoreResult<Vec<SessionSummary>> {
+        either!(self, store => store.list_sessions(limit, offset).await)
+    }
+
+    pub async fn count_sessions(&self) -> StoreResult<i64> {
+        either!(self, store => store.count_sessions().await)
+    }
+
+    pub async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
+        either!(self, store => store.server_secret(name, fresh).await)
+    }
+
+    pub async fn close(&self) {
+        either!(self, store => store.close().await)
+    }
+}
+
+/// The SQLite store.
 ///
 /// Three connections to one SQLite file in WAL mode, each owned (no pool: a pool's acquire
 /// and its ping cost more than the statement, see docs/PERFORMANCE.md) and behind an async
@@ -71,7 +211,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// long reads over the whole log, so those never queue in front of a learner's poll.
 /// `close` takes them (`None`), so nothing is written after the store is closed.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     writer: Arc<Mutex<Option<SqliteConnection>>>,
     reader: Arc<Mutex<Option<SqliteConnection>>>,
     listings: Arc<Mutex<Option<SqliteConnection>>>,
@@ -92,7 +232,7 @@ async fn lock(connection: &Mutex<Option<SqliteConnection>>) -> StoreResult<Locke
         .map_err(|_| StoreError::Closed)
 }
 
-impl Store {
+impl SqliteStore {
     /// The writer connection: every change goes through it, one operation at a time.
     async fn writer(&self) -> StoreResult<Locked<'_>> {
         lock(&self.writer).await
@@ -130,7 +270,7 @@ mod tests {
     }
 
     /// Enqueues `job` and claims it (the queue holds nothing else); its id.
-    async fn enqueue_and_claim(store: &Store, job: &NewJob) -> JobId {
+    async fn enqueue_and_claim(store: &SqliteStore, job: &NewJob) -> JobId {
         store.enqueue_job(job, 10).await.expect("enqueue");
         let oldest = store.claim_oldest_job().await.expect("claim");
         let claimed = oldest.expect("a queued job").claimed;
@@ -139,13 +279,13 @@ mod tests {
     }
 
     /// `enqueue_and_claim`, then stores `outcome` for it.
-    async fn run_to(store: &Store, job: &NewJob, outcome: &JobOutcome) {
+    async fn run_to(store: &SqliteStore, job: &NewJob, outcome: &JobOutcome) {
         let id = enqueue_and_claim(store, job).await;
         store.finish_job(id, outcome).await.expect("finish");
     }
 
-    async fn open_store(folder: &tempfile::TempDir) -> Store {
-        Store::open(&folder.path().join("jobs.db"), Durability::Normal)
+    async fn open_store(folder: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&folder.path().join("jobs.db"), Durability::Normal)
             .await
             .expect("open")
     }
@@ -162,7 +302,7 @@ mod tests {
             code_id: Some(CodeId::parse(code_id).expect("code id")),
             ..python_job("!(+ 1 1)")
         };
-        let cells = |store: Store, session: SessionId| async move {
+        let cells = |store: SqliteStore, session: SessionId| async move {
             let count = store.load_history(&session).await.expect("history").len() as i64;
             (store.history_length(&session).await.expect("length"), count)
         };

@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::Mutex;
 
-use super::{migrations, Store, StoreError, StoreResult};
+use super::{migrations, SqliteStore, StoreError, StoreResult};
 
 /// How hard SQLite works to keep a commit: `Normal` survives a crash of the process (kill -9),
 /// `Full` also survives a crash of the machine, at the price of an fsync per commit.
@@ -37,10 +37,10 @@ async fn connect(path: &Path, durability: Durability) -> StoreResult<SqliteConne
     Ok(options.connect().await?)
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating when missing) the SQLite file `path` (`instance::database_file` reads
     /// it from `DATABASE_URL`) and applies pending migrations.
-    pub async fn open(path: &Path, durability: Durability) -> StoreResult<Store> {
+    pub async fn open(path: &Path, durability: Durability) -> StoreResult<SqliteStore> {
         if let Some(folder) = path.parent() {
             if !folder.as_os_str().is_empty() && !folder.exists() {
                 std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
@@ -53,7 +53,7 @@ impl Store {
         migrations::migrate(&mut writer).await?;
         let reader = connect(path, durability).await?;
         let listings = connect(path, durability).await?;
-        Ok(Store {
+        Ok(SqliteStore {
             writer: Arc::new(Mutex::new(Some(writer))),
             reader: Arc::new(Mutex::new(Some(reader))),
             listings: Arc::new(Mutex::new(Some(listings))),

@@ -7,7 +7,9 @@
 //! This file reads the history and decides nothing.
 
 use super::jobs::query_jobs;
-use super::{now_timestamp, CellRecord, JobOutcome, JobRecord, SessionView, Store, StoreResult};
+use super::{
+    now_timestamp, CellRecord, JobOutcome, JobRecord, SessionView, SqliteStore, StoreResult,
+};
 use crate::domain::{CodeId, ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
 use sqlx::types::Json;
 
@@ -22,7 +24,7 @@ pub enum CutOutcome {
     NotFound,
 }
 
-impl Store {
+impl SqliteStore {
     /// The cells of a session, in position order (empty for an unknown session).
     pub async fn load_history(&self, session: &SessionId) -> StoreResult<Vec<CellRecord>> {
         let mut reader = self.reader().await?;
@@ -150,7 +152,7 @@ async fn history_cells(
     .await?)
 }
 
-impl Store {
+impl SqliteStore {
     /// The server's secret named `name`: made from `fresh` the first time it is asked for,
     /// the same value ever after (it is stored with the data, so it survives restarts).
     pub async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {

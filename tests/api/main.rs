@@ -16,6 +16,7 @@ mod learner_isolation;
 mod learners;
 mod metta;
 mod misconfiguration;
+mod multi_host;
 mod operations;
 mod reliability;
 mod restart;

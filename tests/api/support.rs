@@ -1,6 +1,11 @@
 //! The test harness: `TestServer` runs the real binary with a fresh database folder and gives
 //! an HTTP client and helpers; it can kill -9, SIGTERM and restart the server on the same
 //! database. Dropping it kills the server (its children die with it).
+//!
+//! The store comes from `TEST_STORE`: `sqlite` (the default: a file in the test's folder) or
+//! `postgres` (a fresh database per server on the PostgreSQL that `TEST_PG_ADMIN_URL` names,
+//! made with `psql` and dropped with the server; scripts/test.sh starts that PostgreSQL and
+//! runs the suites about the store once per store).
 
 #![allow(dead_code)]
 
@@ -33,12 +38,177 @@ pub struct TestServer {
     run_as: Option<(u32, u32)>,
     /// A program (and its arguments) that starts the binary, given as its last argument.
     launcher: Vec<String>,
+    /// The PostgreSQL database of this server (`TEST_STORE=postgres`), dropped with it.
+    postgres: Option<PostgresDatabase>,
+    /// A database this server shares with others (`start_sharing`), not its own.
+    shared_database: Option<String>,
+}
+
+/// Whether the tests run on PostgreSQL (`TEST_STORE=postgres`).
+pub fn on_postgres() -> bool {
+    match std::env::var("TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("TEST_STORE={other}: use sqlite or postgres"),
+    }
+}
+
+/// A fresh database on the tests' PostgreSQL server, dropped (with its connections) on drop.
+pub struct PostgresDatabase {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+impl PostgresDatabase {
+    /// Creates a database named after `tag` (made unique) on `TEST_PG_ADMIN_URL`.
+    pub fn create(tag: &str) -> PostgresDatabase {
+        let admin = std::env::var("TEST_PG_ADMIN_URL")
+            .expect("TEST_STORE=postgres needs TEST_PG_ADMIN_URL (scripts/test.sh sets it)");
+        let unique: String = format!("{tag}_{}", uuid_like())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = format!("t_{unique}");
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let (base, _) = admin
+            .rsplit_once('/')
+            .expect("TEST_PG_ADMIN_URL ends in /DATABASE");
+        PostgresDatabase {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+
+    /// Runs `sql` on this database; its output (unaligned, tuples only).
+    pub fn query(&self, sql: &str) -> String {
+        psql(&self.url, sql)
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-X", "-q", "-d", &self.admin, "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{}_{nanos:x}", std::process::id())
+}
+
+/// The rows `sql` reads on `url` (psql), each a list of its fields (`None` for NULL); fields
+/// may hold any text but the separators (ASCII unit and record separators, and SOH for NULL).
+pub fn psql_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    let output = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-F",
+            "\u{1f}",
+            "-R",
+        ])
+        .arg("\u{1e}")
+        .args(["-P", "null=\u{1}", "-d", url, "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim_end_matches('\n')
+        .split('\u{1e}')
+        .filter(|row| !row.is_empty())
+        .map(|row| {
+            row.split('\u{1f}')
+                .map(|field| (field != "\u{1}").then(|| field.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs `sql` with psql on `url`; its output, or a panic with psql's error.
+pub fn psql(url: &str, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("run psql");
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 impl TestServer {
     /// Starts a server with default settings.
     pub async fn start() -> TestServer {
         Self::start_with(&[]).await
+    }
+
+    /// Starts one of several servers on the database `url` (a PostgreSQL database the test
+    /// owns), with extra environment variables (e.g. its `HOST_ID`).
+    pub async fn start_sharing(url: &str, env: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::Builder::new()
+            .prefix("mlb-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = TestServer {
+            child: None,
+            base: String::new(),
+            dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            logs: Arc::new(Mutex::new(String::new())),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+            run_as: None,
+            launcher: Vec::new(),
+            postgres: None,
+            shared_database: Some(url.to_string()),
+        };
+        server.launch();
+        server
     }
 
     /// Starts a server on a copy of the SQLite file `database` (e.g. a fixture made by an
@@ -100,7 +270,18 @@ impl TestServer {
                 .expect("client"),
             run_as: user,
             launcher,
+            postgres: None,
+            shared_database: None,
         };
+        if on_postgres() {
+            let tag = server
+                .dir
+                .path()
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            server.postgres = Some(PostgresDatabase::create(&tag));
+        }
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(server.dir.path(), Some(uid), Some(gid))
                 .expect("give the test's folder to the server's user");
@@ -116,7 +297,11 @@ impl TestServer {
     }
 
     fn launch(&mut self) {
-        let database_url = format!("sqlite://{}", self.database_path().display());
+        let database_url = match (&self.shared_database, &self.postgres) {
+            (Some(url), _) => url.clone(),
+            (None, Some(database)) => database.url.clone(),
+            (None, None) => format!("sqlite://{}", self.database_path().display()),
+        };
         let mut command = match self.launcher.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -323,6 +508,7 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
+        // Then `postgres` (a field) drops the server's database.
     }
 }
 
@@ -535,8 +721,40 @@ impl StoredJob {
     }
 }
 
-/// Every job of the stopped server, in `seq` order, read straight from its SQLite file.
+/// Every job of the stopped server, in `seq` order, read straight from its database (its
+/// SQLite file, or its PostgreSQL database with psql).
 pub async fn stored_jobs(server: &TestServer) -> Vec<StoredJob> {
+    if let Some(database) = &server.postgres {
+        return psql_rows(
+            &database.url,
+            "SELECT seq, id, language, session_id, status, attempts, result, error, \
+                    idempotency_key, started_at, finished_at FROM jobs ORDER BY seq",
+        )
+        .into_iter()
+        .map(|row| {
+            let text = |at: usize| row[at].clone();
+            let number = |at: usize| {
+                row[at]
+                    .as_deref()
+                    .and_then(|value| value.parse::<i64>().ok())
+                    .expect("a number")
+            };
+            StoredJob {
+                seq: number(0),
+                id: text(1).expect("id"),
+                language: text(2),
+                session_id: text(3),
+                status: text(4).expect("status"),
+                attempts: number(5),
+                result: text(6),
+                error: text(7),
+                key: text(8),
+                started_at: text(9),
+                finished_at: text(10),
+            }
+        })
+        .collect();
+    }
     use sqlx::{ConnectOptions, Connection};
     let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(server.database_path())
