@@ -293,6 +293,9 @@ _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
 _MS_NOSUID = 2
 _MS_NODEV = 4
+_MS_RDONLY = 1
+_MS_REMOUNT = 32
+_MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
 # Each session's private /tmp, /dev/shm and working folder (memory, counted once written).
@@ -309,21 +312,53 @@ def _die_with_parent():
     _checked(_libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
 
 
+def _needed_under(folder):
+    """The folders this process needs that lie under `folder` (the Python environment and
+    every `sys.path` entry: hyperon imports lazily), each opened (O_PATH) so it can be shown
+    again once a private tmpfs hides `folder`; parents before children."""
+    wanted = {sys.prefix, sys.exec_prefix, *sys.path}
+    found = {}
+    for path in wanted:
+        if not path or not os.path.isabs(path) or not os.path.isdir(path):
+            continue
+        real = os.path.realpath(path)
+        if real.startswith(folder.rstrip("/") + "/") and real not in found:
+            found[real] = os.open(real, os.O_PATH | os.O_CLOEXEC)
+    return sorted(found.items())
+
+
+def _show_again(needed):
+    """Binds each folder `_needed_under` kept back at its own path, read-only."""
+    for path, fd in needed:
+        os.makedirs(path, exist_ok=True)
+        source = ("/proc/self/fd/%d" % fd).encode()
+        _checked(_libc.mount(source, path.encode(), None, _MS_BIND | _MS_REC, None), "bind " + path)
+        _checked(
+            _libc.mount(b"none", path.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY, None),
+            "make " + path + " read-only",
+        )
+        os.close(fd)
+
+
 def _private_folders(owner_options):
     """In a new mount namespace: an empty tmpfs on /tmp, /dev/shm and the working folder, seen
     by this process (and what it starts) only. The working folder may lie under /tmp (the
-    scratch folder's default): it is made again on the private /tmp first."""
+    scratch folder's default): it is made again on the private /tmp first. So may the
+    project's Python environment (a checkout in a temporary folder): it is shown again,
+    read-only, at its own path."""
     _checked(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
     # The folders made on the way must be enterable by the session's uid (the server's umask
     # is 077).
     os.umask(0o022)
     for path in ("/tmp", "/dev/shm", _work_dir):
         os.makedirs(path, exist_ok=True)
+        needed = _needed_under(path)
         options = ("mode=0700,size=%s%s" % (_TMPFS_SIZE, owner_options)).encode()
         _checked(
             _libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options),
             "mount a private tmpfs on " + path,
         )
+        _show_again(needed)
     os.chdir(_work_dir)
 
 

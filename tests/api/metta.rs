@@ -844,3 +844,39 @@ async fn metta_input_without_stdin_ends_at_once_and_keeps_the_engine() {
         "reading stdin must not cost the engine (and every session) its life"
     );
 }
+
+#[tokio::test]
+async fn a_project_in_a_temporary_folder_still_runs_metta_behind_the_private_tmp() {
+    // Arrange: the Python environment under /tmp (a checkout in a `mktemp -d` folder, as CI
+    // makes), which each session's private /tmp would otherwise hide.
+    let project = tempfile::Builder::new()
+        .prefix("mlb-project-")
+        .tempdir_in("/tmp")
+        .expect("a folder under /tmp");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(
+            crate::support::project_python()
+                .parent()
+                .and_then(|bin| bin.parent())
+                .expect(".venv"),
+        )
+        .arg(project.path())
+        .status()
+        .expect("cp");
+    assert!(copied.success(), "copy .venv under /tmp");
+    std::fs::set_permissions(
+        project.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("let the session uids in");
+    let python = project.path().join(".venv/bin/python");
+    let server = TestServer::start_with(&[("PYTHON", python.to_str().expect("a path"))]).await;
+
+    // Act
+    let job = server.metta("tmp-project", "!(+ 2 3)").await;
+
+    // Assert
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"], "[5]\n", "{job}");
+}
