@@ -90,16 +90,6 @@ pub struct Containment {
     pub namespaces: Option<Arc<Namespaces>>,
 }
 
-impl Containment {
-    /// Whether the spawned process stays behind as a stub whose one child runs the program
-    /// (in a PID namespace of its own; see `namespaces`).
-    pub fn forks_stub(&self) -> bool {
-        self.namespaces
-            .as_ref()
-            .is_some_and(|namespaces| namespaces.walls.is_some())
-    }
-}
-
 /// Environment variables a child gets; nothing else of the server's environment passes.
 fn child_environment(work_dir: &Path) -> Vec<(&'static str, String)> {
     vec![
