@@ -110,9 +110,23 @@ def _mark(marker):
             pass
 
 
+# The empty stdin a session process last gave itself: its `sys.stdin` and what fd 0 was then.
+_empty_stdin = None
+
+
 def _use_stdin(text):
     """Makes fd 0 (and `sys.stdin`) read `text`, or nothing when it is None: a job reads its
-    own stdin, and everything else (replays, the time between jobs) reads an empty one."""
+    own stdin, and everything else (replays, the time between jobs) reads an empty one. An
+    empty one still in place (the common case: no job of this session had stdin, and its
+    code left fd 0 and `sys.stdin` alone) is kept, which costs one `fstat`."""
+    global _empty_stdin
+    if not text and _empty_stdin is not None and sys.stdin is _empty_stdin[0] and not sys.stdin.closed:
+        try:
+            now = os.fstat(0)
+            if (now.st_dev, now.st_ino) == _empty_stdin[1]:
+                return
+        except OSError:
+            pass
     if text:
         fd = os.memfd_create("stdin", os.MFD_CLOEXEC)
         data = text.encode("utf-8", "surrogateescape")
@@ -125,6 +139,11 @@ def _use_stdin(text):
     os.dup2(fd, 0)
     os.close(fd)
     sys.stdin = open(0, "r", encoding="utf-8", errors="surrogateescape", closefd=False)
+    if text:
+        _empty_stdin = None
+    else:
+        empty = os.fstat(0)
+        _empty_stdin = (sys.stdin, (empty.st_dev, empty.st_ino))
 
 
 class _Deadline(Exception):
@@ -436,7 +455,11 @@ _ready_metta = []
 
 def _kill_own_children():
     """Ends what the last run started and left running (its orphans go to the server, the
-    subreaper, which kills them after the batch)."""
+    subreaper, which kills them after the batch). One `waitpid` when it started nothing."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return  # no child at all, in any of the process's threads
     for task in os.listdir("/proc/self/task"):
         try:
             with open("/proc/self/task/%s/children" % task) as children:
