@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::capture::CapturedOutput;
 use crate::domain::{ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
-use crate::engine::protocol::ResponseOutcome;
+use crate::engine::protocol::RunEnd;
 use crate::engine::{BatchEnd, EngineSupervisor, MettaRequest, MettaRunOutcome};
 use crate::job_signals::JobSignals;
 use crate::python_runner::{PythonExit, PythonRunner};
@@ -564,18 +564,19 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
     };
     match outcome {
         MettaRunOutcome::Answered {
-            response,
+            end,
+            answer,
             stdout,
             stderr,
         } => {
-            let (status, kind, error) = match response.outcome {
-                ResponseOutcome::Succeeded => (JobStatus::Succeeded, None, None),
-                ResponseOutcome::Failed => (
+            let (status, kind, error) = match end {
+                RunEnd::Succeeded => (JobStatus::Succeeded, None, None),
+                RunEnd::Failed => (
                     JobStatus::Failed,
                     Some(ErrorKind::Code),
-                    Some(response.error.clone().unwrap_or_else(|| "MeTTa error".into())),
+                    Some(answer.error.clone().unwrap_or_else(|| "MeTTa error".into())),
                 ),
-                ResponseOutcome::TimedOut => (
+                RunEnd::TimedOut => (
                     JobStatus::TimedOut,
                     Some(ErrorKind::Code),
                     Some(format!(
@@ -583,7 +584,7 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
                         describe_duration(timeout)
                     )),
                 ),
-                ResponseOutcome::MemoryExceeded => (
+                RunEnd::MemoryExceeded => (
                     JobStatus::Failed,
                     Some(ErrorKind::Code),
                     Some(
@@ -591,25 +592,20 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
                             .to_string(),
                     ),
                 ),
-                ResponseOutcome::ReplayFailed => (
+                RunEnd::ReplayFailed => (
                     JobStatus::Failed,
                     Some(ErrorKind::Service),
                     Some(format!(
                         "could not rebuild session '{session}' from its history: {}",
-                        response.error.clone().unwrap_or_default()
+                        answer.error.clone().unwrap_or_default()
                     )),
-                ),
-                other => (
-                    JobStatus::Failed,
-                    Some(ErrorKind::Service),
-                    Some(format!("internal error: unexpected engine answer {other:?}")),
                 ),
             };
             let stdout_text = stdout.text();
             JobOutcome {
                 status,
-                result: Some(metta_result_text(&stdout_text, &response.lines)),
-                results: Some(response.results),
+                result: Some(metta_result_text(&stdout_text, &answer.lines)),
+                results: Some(answer.results),
                 stdout: Some(stdout_text),
                 stderr: Some(stderr.text()),
                 output_truncated: stdout.truncated || stderr.truncated,
