@@ -183,6 +183,43 @@ fn assert_no_leak(job: &Value, what: &str) {
     );
 }
 
+/// The probe finds what it can reach: without this, a probe that found nothing anywhere
+/// would pass the tests below.
+#[tokio::test]
+async fn the_hunting_probe_finds_a_secret_within_its_reach() {
+    // Arrange
+    let server = start_server().await;
+    let (secret, hash) = fresh_secret();
+    let (start, digits) = secret.split_at(3);
+    // The secret in the Python job's own memory (built at run time, so only there), and in
+    // the probing session's own space.
+    let holding = format!("held = ''.join([{start:?}, {digits:?}])\n");
+    let defined = server
+        .metta("self-prober", &format!("(= (secret) {secret})"))
+        .await;
+    assert_status(&defined, "succeeded", "the prober's own definition");
+
+    // Act
+    let from_python = server
+        .run(serde_json::json!({
+            "language": "python",
+            "code": format!("{holding}{}", hunting_probe(&hash)),
+        }))
+        .await;
+    let from_session = server
+        .metta("self-prober", &metta_exec(&hunting_probe(&hash)))
+        .await;
+
+    // Assert
+    for (job, what) in [(&from_python, "a Python job"), (&from_session, "a session")] {
+        let output = text(job, "output");
+        assert!(
+            output.contains("probe done") && output.lines().any(|line| line.starts_with("LEAK")),
+            "{what}: the probe must find the secret it holds itself: {job}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_session_cannot_find_another_learners_session_in_its_heap_memory_or_proc() {
     // Arrange
