@@ -24,6 +24,7 @@ import collections
 import ctypes
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -213,8 +214,22 @@ def _replay(metta, cells, deadline):
     return None
 
 
+# A session process's request pipe (a buffered reader), while it serves runs.
+_requests = None
+
+
+def _await_go():
+    """After a phase line, waits until the router has moved the output printed before it (so
+    the replay's output is never taken for the job's, nor the job's for the replay's)."""
+    if _requests is not None:
+        _requests.readline()
+
+
 def _progress(req, phase):
-    """Tells the supervisor a new phase began, so it can move its hard deadline."""
+    """Tells the supervisor a new phase began, so it can move its hard deadline (and, from a
+    session process, the router where the job's own output begins or ends: what was printed
+    so far is flushed first)."""
+    _flush()
     line = json.dumps({"id": req.get("id"), "outcome": "progress", "phase": phase}) + "\n"
     os.write(_RESPONSE_FD, line.encode())
 
@@ -246,16 +261,14 @@ def _run(req):
         if error is not None:
             return {"outcome": "replayFailed", "error": error}
 
-    start, end = req["markerStart"].encode(), req["markerEnd"].encode()
     if history is not None:
         _progress(req, "code")
+        _await_go()
     deadline = time.monotonic() + req["timeoutMs"] / 1000.0
     _use_stdin(req.get("stdin"))
-    _mark(start)
     try:
         results, error, stop = _run_stepwise(metta, req["code"], deadline)
     finally:
-        _mark(end)
         _use_stdin(None)
     response = {
         "results": [[str(atom) for atom in result] for result in results],
@@ -276,6 +289,7 @@ def _run(req):
     after = req.get("after") or []
     if after:
         _progress(req, "after")
+        _await_go()
         error = _replay(metta, after, time.monotonic() + req["replayTimeoutMs"] / 1000.0)
         if error is not None:
             _sessions.pop(session, None)
@@ -492,7 +506,9 @@ def _session_main(requests_fd, answers_fd, uid, gid):
         return
     ready = {"outcome": "ready", "walls": walls, "readyAt": time.monotonic()}
     os.write(answers_fd, (json.dumps(ready) + "\n").encode())
+    global _requests
     with open(requests_fd, "rb") as requests:
+        _requests = requests
         for line in requests:
             req = json.loads(line)
             try:
@@ -500,7 +516,9 @@ def _session_main(requests_fd, answers_fd, uid, gid):
             except Exception as error:
                 _sessions.clear()
                 response = {"outcome": "failed", "error": "engine error: %s" % error}
-            os.write(answers_fd, (_answer(req, response) + "\n").encode())
+            line = _answer(req, response) + "\n"
+            _flush()  # the run's output reaches the router before its answer
+            os.write(answers_fd, line.encode())
             _kill_own_children()
 
 
@@ -522,21 +540,29 @@ def _zygote_main(control):
         if "fork" in command:
             request_r, request_w = os.pipe()
             answer_r, answer_w = os.pipe()
+            # The session's own stdout and stderr, which only the router reads: no other
+            # process (another learner's thread left printing) can write into a job's output.
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
             pid = os.fork()
             if pid == 0:
                 try:
                     for number, disposition in dispositions.items():
                         signal.signal(number, disposition)
                     control.close()
+                    os.dup2(out_w, 1)
+                    os.dup2(err_w, 2)
                     _close_fds_except({0, 1, 2, request_r, answer_w})
                     _session_main(request_r, answer_w, command["fork"], command["gid"])
                 finally:
                     os._exit(0)
-            os.close(request_r)
-            os.close(answer_w)
-            socket.send_fds(control, [json.dumps({"pid": pid}).encode()], [request_w, answer_r])
-            os.close(request_w)
-            os.close(answer_r)
+            theirs = (request_r, answer_w, out_w, err_w)
+            ours = [request_w, answer_r, out_r, err_r]
+            for fd in theirs:
+                os.close(fd)
+            socket.send_fds(control, [json.dumps({"pid": pid}).encode()], ours)
+            for fd in ours:
+                os.close(fd)
         elif "reap" in command:
             control.send(json.dumps({"status": _reap(command["reap"])}).encode())
 
@@ -557,15 +583,82 @@ def _reap(pid):
 # ----- router ---------------------------------------------------------------------------------
 
 class _SessionProcess:
-    __slots__ = ("pid", "requests", "answers", "uid", "forked_at", "ready")
+    """The router's side of a session process: its request pipe, and its answer, stdout and
+    stderr pipes (non-blocking, read together with `poll`)."""
 
-    def __init__(self, pid, requests, answers, uid):
+    __slots__ = ("pid", "requests", "answers", "out", "err", "pending", "poller", "open",
+                 "uid", "forked_at", "ready")
+
+    def __init__(self, pid, requests, answers, out, err, uid):
         self.pid = pid
         self.requests = requests
         self.answers = answers
+        self.out = out
+        self.err = err
+        self.pending = bytearray()  # answer bytes read past the last whole line
+        self.poller = select.poll()
+        self.open = {answers, out, err}
+        for fd in self.open:
+            os.set_blocking(fd, False)
+            self.poller.register(fd, select.POLLIN)
         self.uid = uid
         self.forked_at = time.monotonic()
         self.ready = False
+
+    def _read(self, fd):
+        """One chunk from a readable pipe; b"" at its end (then no longer polled); None when
+        there was nothing after all."""
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return None
+        except OSError:
+            chunk = b""
+        if not chunk and fd in self.open:
+            self.open.discard(fd)
+            self.poller.unregister(fd)
+        return chunk
+
+    def _move(self, fd, chunk, relay):
+        """Moves what the session printed on `fd` to the engine's own stdout or stderr (the
+        job's captured output) when `relay`, else drops it (a replay's output, leftovers)."""
+        if relay:
+            view = memoryview(chunk)
+            while view:
+                try:
+                    view = view[os.write(1 if fd == self.out else 2, view):]
+                except OSError:
+                    return
+
+    def drain(self, relay):
+        """Moves everything the session printed so far (see `_move`)."""
+        for fd in (self.out, self.err):
+            while fd in self.open:
+                chunk = self._read(fd)
+                if not chunk:
+                    break
+                self._move(fd, chunk, relay)
+
+    def next_line(self, relay):
+        """The session's next answer line (bytes), moving its output meanwhile (see
+        `_move`); None once its answer pipe ended (it died)."""
+        while True:
+            end = self.pending.find(b"\n")
+            if end >= 0:
+                line = bytes(self.pending[: end + 1])
+                del self.pending[: end + 1]
+                return line
+            if self.answers not in self.open:
+                return None
+            for fd, _ in self.poller.poll():
+                if fd == self.answers:
+                    chunk = self._read(fd)
+                    if chunk:
+                        self.pending += chunk
+                elif fd in self.open:
+                    chunk = self._read(fd)
+                    if chunk:
+                        self._move(fd, chunk, relay)
 
 
 _zygote = None  # the router's end of the zygote's control socket
@@ -606,13 +699,13 @@ def _fork_session_process():
         uid = _free_uids.popleft()
     try:
         _zygote.send(json.dumps({"fork": uid, "gid": _session_gid}).encode())
-        message, fds, _, _ = socket.recv_fds(_zygote, 4096, 2)
+        message, fds, _, _ = socket.recv_fds(_zygote, 4096, 4)
     except OSError as error:
         _zygote_lost(error)
-    if len(fds) != 2:
+    if len(fds) != 4:
         _zygote_lost("it answered without a session process")
     pid = json.loads(message)["pid"]
-    return _SessionProcess(pid, fds[0], open(fds[1], "rb"), uid)
+    return _SessionProcess(pid, fds[0], fds[1], fds[2], fds[3], uid)
 
 
 def _end(process):
@@ -621,11 +714,11 @@ def _end(process):
         os.kill(process.pid, signal.SIGKILL)
     except OSError:
         pass
-    try:
-        os.close(process.requests)
-    except OSError:
-        pass
-    process.answers.close()
+    for fd in (process.requests, process.answers, process.out, process.err):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     try:
         _zygote.send(json.dumps({"reap": process.pid}).encode())
         status = json.loads(_zygote.recv(4096))["status"]
@@ -638,7 +731,7 @@ def _end(process):
 
 def _await_ready(process):
     """Reads a new session process's greeting; returns the walls it got, or raises."""
-    line = process.answers.readline()
+    line = process.next_line(relay=False)
     greeting = json.loads(line) if line else {"outcome": "unavailable", "error": _end(process)}
     if greeting.get("outcome") != "ready":
         if line:
@@ -702,13 +795,26 @@ def _route(run):
             _end(_live.popitem(last=False)[1])
     else:
         _live.move_to_end(session)
+    # The router writes the job's output markers itself, around what it moves from the
+    # session's own stdout and stderr: the session never learns them, and only the job's
+    # code's output (not its history's replay) lies between them.
+    start, end = run.pop("markerStart").encode(), run.pop("markerEnd").encode()
+    process.drain(relay=False)  # printed between runs: no job's output
+    capturing = run.get("history") is None
+    if capturing:
+        _mark(start)
     try:
         os.write(process.requests, (json.dumps(run) + "\n").encode())
     except OSError:
         pass  # it died: read the end below
+    marked_end = False
     while True:
-        line = process.answers.readline()
-        if not line:
+        line = process.next_line(relay=capturing)
+        if line is None:
+            process.drain(relay=capturing)
+            if not capturing:
+                _mark(start)
+            _mark(end)
             return _died(session, process, run)
         try:
             answer = json.loads(line)
@@ -716,10 +822,31 @@ def _route(run):
             continue
         if answer.get("id") != run.get("id"):
             continue
-        if answer.get("outcome") == "progress":
-            _relay(line)
-            continue
-        break
+        if answer.get("outcome") != "progress":
+            break
+        # At a phase line, the session waits for a go until its earlier output is moved.
+        phase = answer.get("phase")
+        if phase == "code" and not capturing and not marked_end:
+            process.drain(relay=False)  # the replay's output
+            _mark(start)
+            capturing = True
+        elif phase == "after" and not marked_end:
+            process.drain(relay=capturing)
+            if not capturing:
+                _mark(start)
+            _mark(end)
+            capturing, marked_end = False, True
+        if phase in ("code", "after"):
+            try:
+                os.write(process.requests, b"go\n")
+            except OSError:
+                pass  # it died: read the end above
+        _relay(line)
+    process.drain(relay=capturing)
+    if not marked_end:
+        if not capturing:
+            _mark(start)  # it ended before its code ran: an empty output
+        _mark(end)
     if answer.pop("recycle", False):
         # Its memory grew (or it holds a stopped run): end this session's process only; the
         # session is rebuilt by replay on its next run.
@@ -733,8 +860,6 @@ def _route(run):
 def _died(session, process, run):
     del _live[session]
     cause = _end(process)
-    # The job's output ends here (its end marker never came).
-    _mark(run["markerEnd"].encode())
     _relay(json.dumps({"id": run.get("id"), "outcome": "died", "error": cause}).encode())
     return "died"
 

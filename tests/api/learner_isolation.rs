@@ -402,3 +402,57 @@ async fn files_left_in_tmp_or_dev_shm_by_one_learner_are_not_seen_by_another() {
         let _ = std::fs::remove_file(format!("{folder}/{by_python}"));
     }
 }
+
+/// Python that leaves a thread printing in the background of its session's process, and a
+/// second learner's run that starts while it prints.
+const BACKGROUND_PRINTER: &str = r#"import os, sys, threading, time
+def shout():
+    while True:
+        os.write(1, b"INJECTED-OUT\n")
+        os.write(2, b"INJECTED-ERR\n")
+        print("INJECTED-PRINT", flush=True)
+        time.sleep(0.002)
+threading.Thread(target=shout, daemon=True).start()
+print("printer started")
+"#;
+
+#[tokio::test]
+async fn a_thread_left_printing_by_one_learner_never_reaches_anothers_output() {
+    // Arrange
+    let server = start_server().await;
+    let started = server
+        .metta("printer", &metta_exec(BACKGROUND_PRINTER))
+        .await;
+    assert_status(&started, "succeeded", "the printer's run");
+
+    // Act: another learner's runs while the thread prints.
+    let mut runs = Vec::new();
+    for round in 0..20 {
+        runs.push(
+            server
+                .metta(
+                    "quiet",
+                    &format!("!(+ {round} 1)\n!((py-atom time.sleep) 0.01)"),
+                )
+                .await,
+        );
+    }
+
+    // Assert
+    for (round, job) in runs.iter().enumerate() {
+        assert_status(job, "succeeded", "the quiet learner's run");
+        for field in ["output", "stdout", "stderr", "result"] {
+            let Some(value) = job.get(field).and_then(Value::as_str) else {
+                continue;
+            };
+            assert!(
+                !value.contains("INJECTED"),
+                "round {round}: another learner's thread wrote into this job's {field}: {job}"
+            );
+        }
+        assert!(
+            text(job, "result").starts_with(&format!("[{}]", round + 1)),
+            "round {round}: {job}"
+        );
+    }
+}
