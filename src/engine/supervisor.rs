@@ -22,8 +22,7 @@ use super::protocol::{EngineRequest, EngineResponse, ResponseOutcome, RunRequest
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
 use crate::sandbox::{
-    child_work_dir, cloexec_pipe, contained_command, describe_signal, kill_group, pass_fd_as,
-    Containment,
+    child_work_dir, cloexec_pipe, contained_command, kill_group, pass_fd_as, Containment,
 };
 
 /// How long a new engine child may take to import hyperon and say it is ready.
@@ -961,10 +960,5 @@ async fn drain_after_death(mut capture: MarkedCapture, chunks: &mut OutputPipe) 
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("the engine exited with status {code}"),
-        (_, Some(signal)) => format!("the engine was killed by {}", describe_signal(signal)),
-        _ => "the engine exited".into(),
-    }
+    crate::learner_messages::engine_exit(status)
 }

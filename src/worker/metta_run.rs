@@ -1,0 +1,238 @@
+//! MeTTa runs: claimed MeTTa jobs go to the engine supervisor as one batch, with what each
+//! needs (its session's generation, and its history when the session must be rebuilt); each
+//! group of outcomes is stored and announced as the engine answers, while later runs still
+//! run. `metta_outcome` decides what each way a run can end means for the job (its status,
+//! whose fault, what the learner reads). Never talks to the engine's pipes itself.
+
+use std::time::Duration;
+
+use crate::capture::CapturedOutput;
+use crate::domain::{ErrorKind, JobId, JobStatus, SessionId};
+use crate::engine::protocol::ResponseOutcome;
+use crate::engine::{BatchEnd, MettaRequest, MettaRunOutcome};
+use crate::learner_messages;
+use crate::store::{ClaimedJob, JobOutcome, Store, StoreError};
+
+use super::{announce, job_timeout, store_and_announce, store_failure, Worker};
+
+impl Worker {
+    /// Runs claimed MeTTa jobs in the engine, one after another in queue order, storing
+    /// and announcing each group of outcomes as the engine answers (a batch is stored while
+    /// its later jobs still run). A job whose session the engine lacks is sent again with
+    /// its history; jobs the engine did not get to are sent again.
+    pub(super) async fn run_metta(&mut self, claimed: Vec<ClaimedJob>) {
+        let Worker {
+            store,
+            signals,
+            engine,
+            ..
+        } = self;
+        let mut requests = Vec::with_capacity(claimed.len());
+        let mut failed_to_prepare = Vec::new();
+        for claimed in &claimed {
+            match metta_request(store, claimed).await {
+                Ok(request) => requests.push(request),
+                Err(err) => {
+                    tracing::error!(job = %claimed.job.id, "cannot read the session's history: {err}");
+                    failed_to_prepare.push(claimed.job.id);
+                }
+            }
+        }
+        for id in failed_to_prepare {
+            let record = store_failure(store, id).await;
+            announce(signals, id, record);
+        }
+
+        let mut next = 0;
+        while next < requests.len() {
+            let offset = next;
+            let batch = &requests[offset..];
+            let (store_ref, signals_ref) = (&*store, &**signals);
+            let mut deliver = |outcomes: Vec<(usize, MettaRunOutcome)>| {
+                let outcomes: Vec<(JobId, JobOutcome)> = outcomes
+                    .into_iter()
+                    .map(|(run, outcome)| {
+                        let request = &batch[run];
+                        let outcome = metta_outcome(outcome, request.timeout, &request.session);
+                        (request.job_id, outcome)
+                    })
+                    .collect();
+                async move { store_and_announce(store_ref, signals_ref, &outcomes).await }
+            };
+            match engine.run_batch(batch, &mut deliver).await {
+                BatchEnd::Completed => break,
+                BatchEnd::Resume(run) => next = offset + run,
+                BatchEnd::NeedHistory(run) => {
+                    let at = offset + run;
+                    let request = &mut requests[at];
+                    if request.history.is_some() {
+                        let outcome = JobOutcome::with_error(
+                            JobStatus::Failed,
+                            ErrorKind::Service,
+                            learner_messages::HISTORY_ASKED_TWICE,
+                        );
+                        store_and_announce(store, signals, &[(request.job_id, outcome)]).await;
+                        next = at + 1;
+                        continue;
+                    }
+                    match store.load_history(&request.session).await {
+                        Ok(cells) => {
+                            request.history =
+                                Some(cells.into_iter().map(|cell| cell.code).collect());
+                            next = at;
+                        }
+                        Err(err) => {
+                            tracing::error!(job = %request.job_id, "cannot read the session's history: {err}");
+                            let record = store_failure(store, request.job_id).await;
+                            announce(signals, request.job_id, record);
+                            next = at + 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the engine needs for one claimed MeTTa job. Re-running an existing cell rebuilds the
+/// session with the new code in its place (its history before, the cells after).
+async fn metta_request(store: &Store, claimed: &ClaimedJob) -> Result<MettaRequest, StoreError> {
+    let job = &claimed.job;
+    let session = job
+        .session_id
+        .clone()
+        .unwrap_or_else(SessionId::default_session);
+    let mut request = MettaRequest {
+        job_id: job.id,
+        session,
+        generation: claimed.generation,
+        history: None,
+        code: job.code.clone(),
+        stdin: job.stdin.clone(),
+        after: Vec::new(),
+        timeout: job_timeout(job),
+        success_generation: claimed.generation + 1,
+    };
+    if let Some(position) = claimed.cell_position {
+        let mut history: Vec<String> = store
+            .load_history(&request.session)
+            .await?
+            .into_iter()
+            .map(|cell| cell.code)
+            .collect();
+        let at = cells_before(&history, position);
+        request.after = history.split_off((at + 1).min(history.len()));
+        history.truncate(at);
+        request.history = Some(history);
+    }
+    Ok(request)
+}
+
+/// The index in `history` (position order) of the cell at `position`.
+fn cells_before(history: &[String], position: i64) -> usize {
+    // Positions are 1-based and dense after every cut, but do not rely on it: clamp.
+    usize::try_from(position - 1)
+        .unwrap_or(0)
+        .min(history.len().saturating_sub(1))
+}
+
+/// What `metta-py` prints: the printed output, then one line per `!` expression.
+pub fn metta_result_text(stdout: &str, lines: &[String]) -> String {
+    let mut text = stdout.to_string();
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// A MeTTa run's final state from how it ended. The learner's code is to blame for an
+/// error, a deadline, the memory budget, and a death or kill while their code ran; the
+/// service for a history that no longer replays, an engine that cannot start, and an answer
+/// the engine should not give. Only a success enters the history (the store's trigger).
+fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionId) -> JobOutcome {
+    let with_output = |status, stdout: CapturedOutput, stderr: CapturedOutput, error| JobOutcome {
+        status,
+        result: Some(stdout.text()),
+        results: None,
+        stdout: Some(stdout.text()),
+        stderr: Some(stderr.text()),
+        output_truncated: stdout.truncated || stderr.truncated,
+        error: Some(error),
+        error_kind: Some(ErrorKind::Code),
+    };
+    match outcome {
+        MettaRunOutcome::Answered {
+            response,
+            stdout,
+            stderr,
+        } => {
+            let (status, kind, error) = match response.outcome {
+                ResponseOutcome::Succeeded => (JobStatus::Succeeded, None, None),
+                ResponseOutcome::Failed => (
+                    JobStatus::Failed,
+                    Some(ErrorKind::Code),
+                    Some(
+                        response
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| learner_messages::METTA_ERROR.into()),
+                    ),
+                ),
+                ResponseOutcome::TimedOut => (
+                    JobStatus::TimedOut,
+                    Some(ErrorKind::Code),
+                    Some(learner_messages::metta_timed_out(timeout)),
+                ),
+                ResponseOutcome::MemoryExceeded => (
+                    JobStatus::Failed,
+                    Some(ErrorKind::Code),
+                    Some(learner_messages::METTA_MEMORY_EXCEEDED.to_string()),
+                ),
+                ResponseOutcome::ReplayFailed => (
+                    JobStatus::Failed,
+                    Some(ErrorKind::Service),
+                    Some(learner_messages::replay_failed(
+                        session.as_str(),
+                        response.error.as_deref().unwrap_or_default(),
+                    )),
+                ),
+                other => (
+                    JobStatus::Failed,
+                    Some(ErrorKind::Service),
+                    Some(learner_messages::unexpected_engine_answer(other)),
+                ),
+            };
+            let stdout_text = stdout.text();
+            JobOutcome {
+                status,
+                result: Some(metta_result_text(&stdout_text, &response.lines)),
+                results: Some(response.results),
+                stdout: Some(stdout_text),
+                stderr: Some(stderr.text()),
+                output_truncated: stdout.truncated || stderr.truncated,
+                error,
+                error_kind: kind,
+            }
+        }
+        MettaRunOutcome::KilledAtDeadline { stdout, stderr } => with_output(
+            JobStatus::TimedOut,
+            stdout,
+            stderr,
+            learner_messages::metta_step_killed_at_deadline(timeout),
+        ),
+        MettaRunOutcome::Died {
+            cause,
+            stdout,
+            stderr,
+        } => {
+            let error = learner_messages::engine_died(&cause, &stderr.text());
+            with_output(JobStatus::Failed, stdout, stderr, error)
+        }
+        MettaRunOutcome::Unavailable(reason) => JobOutcome::with_error(
+            JobStatus::Failed,
+            ErrorKind::Service,
+            learner_messages::engine_unavailable(&reason),
+        ),
+    }
+}
