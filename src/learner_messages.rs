@@ -144,6 +144,12 @@ pub fn engine_unavailable(reason: &str) -> String {
     format!("{ENGINE_UNAVAILABLE}: {reason}")
 }
 
+/// Why no engine could run a job that two engines in a row died before reading (so the job
+/// is not to blame).
+pub fn engine_died_before_reading(cause: &str) -> String {
+    format!("it stopped twice before it read the job ({cause}); your code is not the cause: run it again, and tell the instructor if this goes on")
+}
+
 /// The engine answered a job with something that is not a job's answer.
 pub fn unexpected_engine_answer(answer: impl std::fmt::Debug) -> String {
     format!("internal error: unexpected engine answer {answer:?}")

@@ -472,6 +472,8 @@ def _session_main(requests_fd, answers_fd, uid, gid):
     with open(requests_fd, "rb") as requests:
         for line in requests:
             req = json.loads(line)
+            # For the router only: a death before this line is not the run's doing.
+            _progress(req, "received")
             try:
                 response = _run(req)
             except Exception as error:
@@ -654,8 +656,10 @@ def _relay(line):
     os.write(_RESPONSE_FD, line if line.endswith(b"\n") else line + b"\n")
 
 
-def _route(run):
-    """Sends one run to its session's process and relays the answers; returns the outcome."""
+def _route(run, retried=False):
+    """Sends one run to its session's process and relays the answers; returns the outcome.
+    A process that cannot be had, or dies before it read the run, is not the run's doing: the
+    run goes to a fresh process once (`retried`), then is answered `unavailable`."""
     session = run["session"]
     process = _live.get(session)
     if process is not None and run.get("history") is not None:
@@ -671,9 +675,11 @@ def _route(run):
         try:
             process = _take_spare()
         except Exception as error:
-            answer = {"id": run.get("id"), "outcome": "failed", "error": "engine error: %s" % error}
+            if not retried:
+                return _route(run, True)
+            answer = {"id": run.get("id"), "outcome": "unavailable", "error": "engine error: %s" % error}
             _relay(json.dumps(answer).encode())
-            return "failed"
+            return "unavailable"
         _live[session] = process
         while len(_live) > _max_live_sessions:
             _end(_live.popitem(last=False)[1])
@@ -683,9 +689,12 @@ def _route(run):
         os.write(process.requests, (json.dumps(run) + "\n").encode())
     except OSError:
         pass  # it died: read the end below
+    received = False
     while True:
         line = process.answers.readline()
         if not line:
+            if not received:
+                return _lost_before_reading(session, process, run, retried)
             return _died(session, process, run)
         try:
             answer = json.loads(line)
@@ -694,7 +703,10 @@ def _route(run):
         if answer.get("id") != run.get("id"):
             continue
         if answer.get("outcome") == "progress":
-            _relay(line)
+            if answer.get("phase") == "received":
+                received = True
+            else:
+                _relay(line)
             continue
         break
     if answer.pop("recycle", False):
@@ -714,6 +726,22 @@ def _died(session, process, run):
     _mark(run["markerEnd"].encode())
     _relay(json.dumps({"id": run.get("id"), "outcome": "died", "error": cause}).encode())
     return "died"
+
+
+def _lost_before_reading(session, process, run, retried):
+    """The session's process ended before it read the run (killed while idle, or ended by
+    something an earlier run left behind): the run is not to blame. Without its history, the
+    run asks for it (its session is rebuilt in a fresh process); with it, it is tried once
+    more in a fresh process, then answered `unavailable`."""
+    del _live[session]
+    cause = "the session's process had ended before it read the job (%s)" % _end(process)
+    if run.get("history") is None:
+        _relay(json.dumps({"id": run.get("id"), "outcome": "needHistory", "error": cause}).encode())
+        return "needHistory"
+    if not retried:
+        return _route(run, True)
+    _relay(json.dumps({"id": run.get("id"), "outcome": "unavailable", "error": cause}).encode())
+    return "unavailable"
 
 
 def _batch(req):

@@ -244,6 +244,10 @@ impl EngineSupervisor {
             .flatten()
             .is_none()
         {
+            tracing::warn!(
+                session = session.as_str(),
+                "the MeTTa engine did not answer a request to forget a session; killing it (a new one starts for the next job)"
+            );
             self.process = None;
         }
     }
@@ -263,7 +267,10 @@ impl EngineSupervisor {
         // replaced before the jobs, which must not be blamed for it.
         if let Some(process) = self.process.as_mut() {
             if !matches!(process.child.try_wait(), Ok(None)) {
-                tracing::warn!("the MeTTa engine had died while idle; starting a new one");
+                tracing::warn!(
+                    job_id = %requests[0].job_id,
+                    "the MeTTa engine had died while idle; starting a new one for the job"
+                );
                 self.process = None;
                 self.start_failing = false;
             }
@@ -275,7 +282,9 @@ impl EngineSupervisor {
             Ok(ended) => ended,
             Err(NotReceived(cause)) => {
                 tracing::warn!(
-                    "the MeTTa engine died before it got a job ({cause}); sending the job to a new one"
+                    job_id = %requests[0].job_id,
+                    jobs = requests.len(),
+                    "the MeTTa engine died before it read the job ({cause}); sending it to a new one"
                 );
                 self.process = None;
                 if !self.start_or_fail_all(requests, deliver).await {
@@ -284,12 +293,16 @@ impl EngineSupervisor {
                 match self.exchange(requests, deliver).await {
                     Ok(ended) => ended,
                     Err(NotReceived(cause)) => {
-                        let died = |_| MettaRunOutcome::Died {
-                            cause: cause.clone(),
-                            stdout: CapturedOutput::default(),
-                            stderr: CapturedOutput::default(),
-                        };
-                        deliver.deliver(every_run(requests, died)).await;
+                        // Twice dead before it read the jobs: the engine, not their code, is
+                        // at fault.
+                        tracing::warn!(
+                            job_id = %requests[0].job_id,
+                            jobs = requests.len(),
+                            "the new MeTTa engine died before it read the job too ({cause}); the jobs fail as the service's fault"
+                        );
+                        let reason = crate::learner_messages::engine_died_before_reading(&cause);
+                        let unavailable = |_| MettaRunOutcome::Unavailable(reason.clone());
+                        deliver.deliver(every_run(requests, unavailable)).await;
                         (BatchEnd::Completed, true)
                     }
                 }
@@ -298,6 +311,16 @@ impl EngineSupervisor {
         if replace {
             // The worker starts the next child once the results are stored
             // (`start_replacement`), so learners do not wait for the respawn.
+            let last_run = match end {
+                BatchEnd::Completed => requests.len(),
+                BatchEnd::Resume(run) | BatchEnd::NeedHistory(run) => run,
+            };
+            if let Some(request) = requests.get(last_run.saturating_sub(1)) {
+                tracing::warn!(
+                    job_id = %request.job_id,
+                    "restarting the MeTTa engine after the job (it died, was killed at a deadline or asked to be replaced); every live session is rebuilt from its history on its next run"
+                );
+            }
             if let Some(old) = self.process.take() {
                 kill_group(old.leader);
                 self.retiring = Some(old);
@@ -571,6 +594,14 @@ impl EngineSupervisor {
                                 continue;
                             }
                             if response.outcome == ResponseOutcome::NeedHistory {
+                                if let Some(lost) = &response.error {
+                                    // The session's process ended before it read the job:
+                                    // it is rebuilt, the job is not blamed.
+                                    tracing::warn!(
+                                        job_id = %requests[outputs.current].job_id,
+                                        "{lost}; rebuilding the session for the job"
+                                    );
+                                }
                                 break (BatchEnd::NeedHistory(outputs.current), false);
                             }
                             let next = outputs.current + 1;

@@ -53,6 +53,7 @@ impl Worker {
                     .into_iter()
                     .map(|(run, outcome)| {
                         let request = &batch[run];
+                        log_engine_death(request.job_id, &outcome);
                         let outcome = metta_outcome(outcome, request.timeout, &request.session);
                         (request.job_id, outcome)
                     })
@@ -128,6 +129,34 @@ async fn metta_request(store: &Store, claimed: &ClaimedJob) -> Result<MettaReque
     Ok(request)
 }
 
+/// Logs at `warn`, with the job's id, an engine (or session process) that died under a job
+/// or was killed at its deadline: the operator's trace of what the learner was told.
+fn log_engine_death(job: JobId, outcome: &MettaRunOutcome) {
+    match outcome {
+        MettaRunOutcome::KilledAtDeadline { .. } => tracing::warn!(
+            job_id = %job,
+            "a MeTTa step did not return by the job's deadline; the engine was killed"
+        ),
+        MettaRunOutcome::Died { cause, stderr, .. } => {
+            match learner_messages::RustPanic::find(&stderr.text()) {
+                Some(panic) => tracing::warn!(
+                    job_id = %job,
+                    cause,
+                    "the MeTTa engine died while running the job: hyperon panicked at {}: {}",
+                    panic.location,
+                    panic.message
+                ),
+                None => tracing::warn!(
+                    job_id = %job,
+                    cause,
+                    "the MeTTa engine died while running the job"
+                ),
+            }
+        }
+        MettaRunOutcome::Answered { .. } | MettaRunOutcome::Unavailable(_) => {}
+    }
+}
+
 /// The index in `history` (position order) of the cell at `position`.
 fn cells_before(history: &[String], position: i64) -> usize {
     // Positions are 1-based and dense after every cut, but do not rely on it: clamp.
@@ -189,6 +218,13 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
                     Some(ErrorKind::Code),
                     Some(learner_messages::METTA_MEMORY_EXCEEDED.to_string()),
                 ),
+                ResponseOutcome::Unavailable => (
+                    JobStatus::Failed,
+                    Some(ErrorKind::Service),
+                    Some(learner_messages::engine_unavailable(
+                        response.error.as_deref().unwrap_or_default(),
+                    )),
+                ),
                 ResponseOutcome::ReplayFailed => (
                     JobStatus::Failed,
                     Some(ErrorKind::Service),
@@ -234,5 +270,153 @@ fn metta_outcome(outcome: MettaRunOutcome, timeout: Duration, session: &SessionI
             ErrorKind::Service,
             learner_messages::engine_unavailable(&reason),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::protocol::EngineResponse;
+
+    const LIMIT: Duration = Duration::from_secs(2);
+
+    fn session() -> SessionId {
+        SessionId::parse("alice").expect("valid")
+    }
+
+    fn output(text: &str) -> CapturedOutput {
+        CapturedOutput {
+            bytes: text.as_bytes().to_vec(),
+            truncated: false,
+        }
+    }
+
+    fn answered(answer: serde_json::Value, stdout: &str) -> MettaRunOutcome {
+        let response: EngineResponse = serde_json::from_value(answer).expect("an engine answer");
+        MettaRunOutcome::Answered {
+            response,
+            stdout: output(stdout),
+            stderr: output(""),
+        }
+    }
+
+    #[test]
+    fn a_success_prints_as_metta_py_with_its_results() {
+        let outcome = metta_outcome(
+            answered(
+                serde_json::json!({"id": "j", "outcome": "succeeded", "results": [["3"]], "lines": ["[3]"]}),
+                "hello\n",
+            ),
+            LIMIT,
+            &session(),
+        );
+
+        assert_eq!(outcome.status, JobStatus::Succeeded);
+        assert_eq!(outcome.result.as_deref(), Some("hello\n[3]\n"));
+        assert_eq!(outcome.results, Some(vec![vec!["3".to_string()]]));
+        assert_eq!((outcome.error, outcome.error_kind), (None, None));
+    }
+
+    #[test]
+    fn errors_deadlines_memory_and_deaths_are_the_code_s_doing() {
+        let cases = [
+            (
+                answered(
+                    serde_json::json!({"outcome": "failed", "error": "Unexpected end of expression"}),
+                    "",
+                ),
+                JobStatus::Failed,
+                "Unexpected end of expression".to_string(),
+            ),
+            (
+                answered(
+                    serde_json::json!({"outcome": "timedOut", "results": [["1"]], "lines": ["[1]"]}),
+                    "",
+                ),
+                JobStatus::TimedOut,
+                learner_messages::metta_timed_out(LIMIT),
+            ),
+            (
+                answered(serde_json::json!({"outcome": "memoryExceeded"}), ""),
+                JobStatus::Failed,
+                learner_messages::METTA_MEMORY_EXCEEDED.to_string(),
+            ),
+            (
+                MettaRunOutcome::KilledAtDeadline {
+                    stdout: output("so far"),
+                    stderr: output(""),
+                },
+                JobStatus::TimedOut,
+                learner_messages::metta_step_killed_at_deadline(LIMIT),
+            ),
+            (
+                MettaRunOutcome::Died {
+                    cause: "the session's process was killed by SIGABRT".into(),
+                    stdout: output(""),
+                    stderr: output("thread '<unnamed>' panicked at lib/x.rs:1:2:\nboom\n"),
+                },
+                JobStatus::Failed,
+                learner_messages::engine_died(
+                    "the session's process was killed by SIGABRT",
+                    "thread '<unnamed>' panicked at lib/x.rs:1:2:\nboom\n",
+                ),
+            ),
+        ];
+        for (ended, status, error) in cases {
+            let described = format!("{ended:?}");
+
+            let outcome = metta_outcome(ended, LIMIT, &session());
+
+            assert_eq!(outcome.status, status, "{described}");
+            assert_eq!(outcome.error, Some(error), "{described}");
+            assert_eq!(outcome.error_kind, Some(ErrorKind::Code), "{described}");
+        }
+    }
+
+    #[test]
+    fn a_history_that_does_not_replay_and_a_missing_engine_are_the_service_s_doing() {
+        let cases = [
+            (
+                answered(
+                    serde_json::json!({"outcome": "replayFailed", "error": "deadline"}),
+                    "",
+                ),
+                learner_messages::replay_failed("alice", "deadline"),
+            ),
+            (
+                answered(
+                    serde_json::json!({"outcome": "unavailable", "error": "no session process"}),
+                    "",
+                ),
+                learner_messages::engine_unavailable("no session process"),
+            ),
+            (
+                MettaRunOutcome::Unavailable("hyperon missing".into()),
+                learner_messages::engine_unavailable("hyperon missing"),
+            ),
+            (
+                answered(serde_json::json!({"outcome": "pong"}), ""),
+                learner_messages::unexpected_engine_answer(ResponseOutcome::Pong),
+            ),
+        ];
+        for (ended, error) in cases {
+            let described = format!("{ended:?}");
+
+            let outcome = metta_outcome(ended, LIMIT, &session());
+
+            assert_eq!(outcome.status, JobStatus::Failed, "{described}");
+            assert_eq!(outcome.error, Some(error), "{described}");
+            assert_eq!(outcome.error_kind, Some(ErrorKind::Service), "{described}");
+        }
+    }
+
+    #[test]
+    fn a_re_run_cell_is_replaced_in_place() {
+        let history: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+
+        assert_eq!(cells_before(&history, 1), 0);
+        assert_eq!(cells_before(&history, 3), 2);
+        assert_eq!(cells_before(&history, 9), 2, "clamped to the last cell");
+        assert_eq!(cells_before(&history, 0), 0, "clamped to the first cell");
     }
 }
