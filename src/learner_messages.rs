@@ -15,7 +15,8 @@ use std::time::Duration;
 
 // ----- session changes -----------------------------------------------------------------------
 
-/// A successful reset, as the original service answered it (the frontend contract).
+/// A successful reset, as the original service answered it: part of the frontend contract,
+/// which `tests/api/contract.rs` pins with its own copy on purpose (a change here must fail it).
 pub const RESET_DONE: &str = "AtomSpace and code history completely reset.";
 
 /// A reset-to or remove on an empty history (which the legacy API answers with success).

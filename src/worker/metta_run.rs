@@ -166,7 +166,7 @@ fn cells_before(history: &[String], position: i64) -> usize {
 }
 
 /// What `metta-py` prints: the printed output, then one line per `!` expression.
-pub fn metta_result_text(stdout: &str, lines: &[String]) -> String {
+fn metta_result_text(stdout: &str, lines: &[String]) -> String {
     let mut text = stdout.to_string();
     for line in lines {
         text.push_str(line);

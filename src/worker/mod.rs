@@ -46,11 +46,6 @@ use crate::python_runner::PythonRunner;
 use crate::sandbox::reap_orphans;
 use crate::store::{ClaimedJob, JobOutcome, JobRecord, Store};
 
-pub use metta_run::metta_result_text;
-
-/// The message of a successful reset, as the original service answered it.
-pub const RESET_MESSAGE: &str = learner_messages::RESET_DONE;
-
 /// The worker and everything it runs jobs with.
 pub struct Worker {
     pub store: Store,
