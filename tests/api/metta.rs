@@ -545,6 +545,32 @@ async fn a_session_process_that_died_while_idle_is_not_blamed_on_the_next_job() 
 }
 
 #[tokio::test]
+async fn a_scratch_folder_the_sessions_cannot_reach_never_fails_a_job_as_the_learners_fault() {
+    // Arrange: the scratch folder under a folder only its owner may enter (session processes
+    // run under other uids). Such a server once failed every MeTTa job as "died while running",
+    // the learner's fault, and logged nothing.
+    let parent = tempfile::tempdir().expect("parent");
+    let closed = parent.path().join("closed");
+    std::fs::create_dir(&closed).expect("closed folder");
+    std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("0700");
+    let scratch = closed.join("scratch").display().to_string();
+    let server = TestServer::start_with(&[("SCRATCH_DIR", &scratch)]).await;
+
+    // Act
+    let first = server.metta("scratchy", "(= (kept) 1)").await;
+    let second = server.metta("scratchy", "!(kept)").await;
+
+    // Assert: the jobs run; where one cannot, it is the service's fault, said as such.
+    for job in [&first, &second] {
+        if job["status"] != "succeeded" {
+            assert_eq!(job["errorKind"], "service", "{job:#}");
+            assert!(!text(job, "error").starts_with(ENGINE_DIED), "{job:#}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_engine_killed_at_a_deadline_and_its_restart_are_logged_with_the_job() {
     // Arrange
     let server = TestServer::start_with(&[("RUN_TIMEOUT_SECS", "1")]).await;
