@@ -739,6 +739,8 @@ def _lost_before_reading(session, process, run, retried):
         _relay(json.dumps({"id": run.get("id"), "outcome": "needHistory", "error": cause}).encode())
         return "needHistory"
     if not retried:
+        # Said as progress (the replay starts again), so the supervisor logs it.
+        _relay(json.dumps({"id": run.get("id"), "outcome": "progress", "phase": "retry", "error": cause}).encode())
         return _route(run, True)
     _relay(json.dumps({"id": run.get("id"), "outcome": "unavailable", "error": cause}).encode())
     return "unavailable"

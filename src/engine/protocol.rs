@@ -60,7 +60,9 @@ pub struct EngineResponse {
     #[serde(default)]
     pub error: Option<String>,
     /// The phase that began, in a `progress` line: `received` (the batch reached the engine),
-    /// `code` (the replay is done) or `after`.
+    /// `code` (the replay is done), `after`, or `retry` (the run's session process ended before
+    /// it read the run, which goes to a fresh one; `error` says how it ended). A `needHistory`
+    /// with an `error` says the same for a run sent without its history.
     #[serde(default)]
     pub phase: Option<String>,
     /// The child asks to be replaced once this job is recorded (its memory grew).

@@ -574,6 +574,14 @@ impl EngineSupervisor {
                                 if id == Some(batch_id.as_str()) || id == running {
                                     received = true;
                                 }
+                                if let (Some(lost), true) = (&response.error, id == running) {
+                                    // A session process ended before it read the job, which
+                                    // is sent to a fresh one (phase `retry`).
+                                    tracing::warn!(
+                                        job_id = %requests[outputs.current].job_id,
+                                        "{lost}; sending the job to a fresh one"
+                                    );
+                                }
                                 if id == running && exited.is_none() {
                                     let budget = match response.phase.as_deref() {
                                         Some("code") => requests[outputs.current].timeout,

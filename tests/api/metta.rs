@@ -544,6 +544,74 @@ async fn a_session_process_that_died_while_idle_is_not_blamed_on_the_next_job() 
     );
 }
 
+/// The children of process `pid` (of all its threads).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_spare_session_process_that_died_before_its_first_run_is_not_blamed_on_it() {
+    // Arrange: before any MeTTa run, the engine's zygote has one child, the spare session
+    // process the next session takes.
+    let server = TestServer::start().await;
+    let engine = wait_for_engine(&server, None).await;
+    let started = Instant::now();
+    // Ready once its first spare is (a spare killed before that fails the engine's start).
+    while !server.logs().contains("MeTTa engine ready") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let spare = loop {
+        let zygotes = children_of(engine);
+        let forked: Vec<u32> = zygotes
+            .iter()
+            .flat_map(|zygote| children_of(*zygote))
+            .collect();
+        if let [spare] = forked[..] {
+            break spare;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no spare under the zygote {zygotes:?}: {forked:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // SAFETY: sending a signal to a session process of this test's server.
+    let sent = unsafe { libc::kill(spare as i32, libc::SIGKILL) };
+    assert_eq!(sent, 0, "could not kill the spare {spare}");
+
+    // Act
+    let job = server.metta("fresh", "!(+ 1 2)").await;
+
+    // Assert
+    assert_succeeded(&job);
+    assert_eq!(results_of(&job), expected(&[&["3"]]), "{job:#}");
+    let logged = warnings_about(&server, text(&job, "id"));
+    assert!(
+        logged
+            .iter()
+            .any(|line| line.contains("ended before it read the job")),
+        "the death is logged at warn with the job's id:\n{}",
+        server.logs()
+    );
+}
+
 #[tokio::test]
 async fn a_scratch_folder_the_sessions_cannot_reach_never_fails_a_job_as_the_learners_fault() {
     // Arrange: the scratch folder under a folder only its owner may enter (session processes
