@@ -7,8 +7,10 @@
 //! inside a supervised engine child that embeds hyperon through pyo3 (`engine`). Results,
 //! output and each session's history are stored, so clients poll or long-wait (`job_signals`),
 //! and a restart loses nothing. `http` is the API, `app` wires it all, `config` is every knob,
-//! `domain` the vocabulary, `service_metrics` what `/metrics` shows, `request_context` the id that ties a request's log lines
-//! (and its jobs') together. `docs/ARCHITECTURE.md` walks through the layout.
+//! `domain` the vocabulary, `learner_messages` every sentence a learner reads when a job
+//! did not simply succeed (exported for the API tests, which match its constants),
+//! `service_metrics` what `/metrics` shows, `request_context` the id that ties a request's log
+//! lines (and its jobs') together. `docs/ARCHITECTURE.md` walks through the layout.
 
 pub mod app;
 pub mod capture;
@@ -18,6 +20,7 @@ pub mod engine;
 pub mod http;
 pub mod instance;
 pub mod job_signals;
+pub mod learner_messages;
 pub mod python_runner;
 pub mod queue;
 pub mod recent_activity;

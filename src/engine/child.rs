@@ -111,7 +111,10 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
             driver
         }
         Err(message) => {
-            let refusal = EngineAnswer::Unavailable { error: message };
+            let refusal = EngineAnswer::Unavailable {
+                id: None,
+                error: message,
+            };
             let _ = write_line(&mut responses, &answer_line(&refusal));
             return ExitCode::from(3);
         }

@@ -511,6 +511,8 @@ def _session_main(requests_fd, answers_fd, uid, gid):
         _requests = requests
         for line in requests:
             req = json.loads(line)
+            # For the router only: a death before this line is not the run's doing.
+            _progress(req, "received")
             try:
                 response = _run(req)
             except Exception as error:
@@ -770,8 +772,10 @@ def _relay(line):
     os.write(_RESPONSE_FD, line if line.endswith(b"\n") else line + b"\n")
 
 
-def _route(run):
-    """Sends one run to its session's process and relays the answers; returns the outcome."""
+def _route(run, retried=False):
+    """Sends one run to its session's process and relays the answers; returns the outcome.
+    A process that cannot be had, or dies before it read the run, is not the run's doing: the
+    run goes to a fresh process once (`retried`), then is answered `unavailable`."""
     session = run["session"]
     process = _live.get(session)
     if process is not None and run.get("history") is not None:
@@ -787,9 +791,11 @@ def _route(run):
         try:
             process = _take_spare()
         except Exception as error:
-            answer = {"id": run.get("id"), "outcome": "failed", "error": "engine error: %s" % error}
+            if not retried:
+                return _route(run, True)
+            answer = {"id": run.get("id"), "outcome": "unavailable", "error": "engine error: %s" % error}
             _relay(json.dumps(answer).encode())
-            return "failed"
+            return "unavailable"
         _live[session] = process
         while len(_live) > _max_live_sessions:
             _end(_live.popitem(last=False)[1])
@@ -798,18 +804,22 @@ def _route(run):
     # The router writes the job's output markers itself, around what it moves from the
     # session's own stdout and stderr: the session never learns them, and only the job's
     # code's output (not its history's replay) lies between them.
-    start, end = run.pop("markerStart").encode(), run.pop("markerEnd").encode()
+    start, end = run["markerStart"].encode(), run["markerEnd"].encode()
+    sent = {key: value for key, value in run.items() if not key.startswith("marker")}
     process.drain(relay=False)  # printed between runs: no job's output
     capturing = run.get("history") is None
     if capturing:
         _mark(start)
     try:
-        os.write(process.requests, (json.dumps(run) + "\n").encode())
+        os.write(process.requests, (json.dumps(sent) + "\n").encode())
     except OSError:
         pass  # it died: read the end below
     marked_end = False
+    received = False
     while True:
         line = process.next_line(relay=capturing)
+        if line is None and not received:
+            return _lost_before_reading(session, process, run, retried)
         if line is None:
             process.drain(relay=capturing)
             if not capturing:
@@ -826,6 +836,9 @@ def _route(run):
             break
         # At a phase line, the session waits for a go until its earlier output is moved.
         phase = answer.get("phase")
+        if phase == "received":
+            received = True  # for the router only: a death from here on is the run's
+            continue
         if phase == "code" and not capturing and not marked_end:
             process.drain(relay=False)  # the replay's output
             _mark(start)
@@ -862,6 +875,24 @@ def _died(session, process, run):
     cause = _end(process)
     _relay(json.dumps({"id": run.get("id"), "outcome": "died", "error": cause}).encode())
     return "died"
+
+
+def _lost_before_reading(session, process, run, retried):
+    """The session's process ended before it read the run (killed while idle, or ended by
+    something an earlier run left behind): the run is not to blame. Without its history, the
+    run asks for it (its session is rebuilt in a fresh process); with it, it is tried once
+    more in a fresh process, then answered `unavailable`."""
+    del _live[session]
+    cause = "the session's process had ended before it read the job (%s)" % _end(process)
+    if run.get("history") is None:
+        _relay(json.dumps({"id": run.get("id"), "outcome": "needHistory", "error": cause}).encode())
+        return "needHistory"
+    if not retried:
+        # Said as progress (the replay starts again), so the supervisor logs it.
+        _relay(json.dumps({"id": run.get("id"), "outcome": "progress", "phase": "retry", "error": cause}).encode())
+        return _route(run, True)
+    _relay(json.dumps({"id": run.get("id"), "outcome": "unavailable", "error": cause}).encode())
+    return "unavailable"
 
 
 def _batch(req):

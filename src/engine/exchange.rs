@@ -43,6 +43,8 @@ pub enum Answered {
     Run(RunEnd, RunAnswer),
     /// The run's session process died (`driver.py` says how); the engine goes on.
     SessionDied(String),
+    /// No session process could be had for the run (not the run's doing).
+    Unavailable(String),
 }
 
 impl Answered {
@@ -161,7 +163,7 @@ impl BatchExchange {
             if for_running && self.exited.is_none() {
                 let budget = match phase {
                     Phase::Code => running.code,
-                    Phase::Received | Phase::After => self.replay_timeout,
+                    Phase::Received | Phase::After | Phase::Retry => self.replay_timeout,
                 };
                 self.deadline = now + budget + self.grace;
             }
@@ -181,6 +183,7 @@ impl BatchExchange {
             EngineAnswer::Died { error, .. } => {
                 Answered::SessionDied(error.unwrap_or_else(|| "the session's process died".into()))
             }
+            EngineAnswer::Unavailable { error, .. } => Answered::Unavailable(error),
             other => match other.into_run() {
                 Some((end, run)) => Answered::Run(end, run),
                 // `ready`, `pong`, … carrying a run's id: not an answer to it.
@@ -307,6 +310,7 @@ mod tests {
         EngineAnswer::Progress {
             id: Some(id.into()),
             phase,
+            error: None,
         }
     }
 
@@ -393,6 +397,7 @@ mod tests {
         let after = exchange.on_line(
             EngineAnswer::NeedHistory {
                 id: Some("b".into()),
+                error: None,
             },
             now,
         );
@@ -500,6 +505,28 @@ mod tests {
             Answered::SessionDied("the session's process was killed by SIGKILL".into())
         );
         assert_eq!(exchange.end_after_answer(false), None);
+    }
+
+    #[test]
+    fn a_run_without_a_session_process_is_answered_unavailable_not_blamed() {
+        // Arrange
+        let now = Instant::now();
+        let mut exchange = batch(now);
+
+        // Act
+        exchange.on_line(
+            EngineAnswer::Unavailable {
+                id: Some("a".into()),
+                error: "no spare".into(),
+            },
+            now,
+        );
+
+        // Assert
+        assert_eq!(
+            exchange.take_answered(),
+            Some((0, Answered::Unavailable("no spare".into())))
+        );
     }
 
     #[test]

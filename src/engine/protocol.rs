@@ -60,13 +60,29 @@ pub enum EngineAnswer {
         #[serde(default)]
         walls: Vec<String>,
     },
-    /// The first line of a child that could not start (hyperon missing, a wall refused).
-    Unavailable { error: String },
-    /// Not an answer: the run (or, with the batch's id, the batch) entered a phase.
-    Progress { id: Option<String>, phase: Phase },
+    /// The first line of a child that could not start (hyperon missing, a wall refused); with
+    /// a run's id, that run could not be given a session process (not the run's doing).
+    Unavailable {
+        #[serde(default)]
+        id: Option<String>,
+        error: String,
+    },
+    /// Not an answer: the run (or, with the batch's id, the batch) entered a phase. With
+    /// `retry`, `error` says how the run's session process ended before it read the run.
+    Progress {
+        id: Option<String>,
+        phase: Phase,
+        #[serde(default)]
+        error: Option<String>,
+    },
     /// The live session is missing or stale: send the run again with its history. Nothing
-    /// ran, and the engine runs no more of the batch.
-    NeedHistory { id: Option<String> },
+    /// ran, and the engine runs no more of the batch. With an `error`: the session's process
+    /// had ended before it read the run (said so it is logged; the run is not to blame).
+    NeedHistory {
+        id: Option<String>,
+        #[serde(default)]
+        error: Option<String>,
+    },
     /// The session's process died while running the job (`error` says how); the engine and
     /// the other sessions go on.
     Died {
@@ -106,6 +122,9 @@ pub enum Phase {
     Code,
     /// The job's code is done; the cells after an edited one are replayed.
     After,
+    /// The run's session process ended before it read the run: it goes to a fresh process,
+    /// which replays the history again.
+    Retry,
 }
 
 /// What a finished run answered: its results so far and, unless it succeeded, why not.
@@ -139,9 +158,10 @@ impl EngineAnswer {
     /// The run or batch the line is about (`None` for greetings).
     pub fn id(&self) -> Option<&str> {
         match self {
-            EngineAnswer::Ready { .. } | EngineAnswer::Unavailable { .. } => None,
-            EngineAnswer::Progress { id, .. }
-            | EngineAnswer::NeedHistory { id }
+            EngineAnswer::Ready { .. } => None,
+            EngineAnswer::Unavailable { id, .. }
+            | EngineAnswer::Progress { id, .. }
+            | EngineAnswer::NeedHistory { id, .. }
             | EngineAnswer::Died { id, .. }
             | EngineAnswer::Dropped { id }
             | EngineAnswer::Pong { id, .. } => id.as_deref(),
@@ -190,13 +210,15 @@ mod tests {
             read(r#"{"id": "j1", "outcome": "progress", "phase": "code"}"#),
             EngineAnswer::Progress {
                 id: Some("j1".into()),
-                phase: Phase::Code
+                phase: Phase::Code,
+                error: None
             }
         );
         assert_eq!(
             read(r#"{"id": "j1", "outcome": "needHistory"}"#),
             EngineAnswer::NeedHistory {
-                id: Some("j1".into())
+                id: Some("j1".into()),
+                error: None
             }
         );
         let (end, run) = read(
@@ -284,6 +306,7 @@ mod tests {
                 walls: vec![],
             },
             EngineAnswer::Unavailable {
+                id: None,
                 error: "no hyperon".into(),
             },
             EngineAnswer::engine_error(Some("batch-1".into()), "boom"),

@@ -19,12 +19,11 @@ use uuid::Uuid;
 
 use super::child::{REQUEST_FD, RESPONSE_FD};
 use super::exchange::{AfterLine, Answered, BatchExchange, Death, RunPlan, DRAIN_AFTER_DEATH};
-use super::protocol::{EngineAnswer, EngineRequest, RunAnswer, RunEnd, RunRequest};
+use super::protocol::{EngineAnswer, EngineRequest, Phase, RunAnswer, RunEnd, RunRequest};
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
 use crate::sandbox::{
-    child_work_dir, cloexec_pipe, contained_command, describe_signal, kill_group, pass_fd_as,
-    Containment,
+    child_work_dir, cloexec_pipe, contained_command, kill_group, pass_fd_as, Containment,
 };
 
 /// How long a new engine child may take to import hyperon and say it is ready.
@@ -243,6 +242,10 @@ impl EngineSupervisor {
             .flatten()
             .is_none()
         {
+            tracing::warn!(
+                session = session.as_str(),
+                "the MeTTa engine did not answer a request to forget a session; killing it (a new one starts for the next job)"
+            );
             self.process = None;
         }
     }
@@ -262,7 +265,10 @@ impl EngineSupervisor {
         // replaced before the jobs, which must not be blamed for it.
         if let Some(process) = self.process.as_mut() {
             if !matches!(process.child.try_wait(), Ok(None)) {
-                tracing::warn!("the MeTTa engine had died while idle; starting a new one");
+                tracing::warn!(
+                    job_id = %requests[0].job_id,
+                    "the MeTTa engine had died while idle; starting a new one for the job"
+                );
                 self.process = None;
                 self.start_failing = false;
             }
@@ -274,7 +280,9 @@ impl EngineSupervisor {
             Ok(ended) => ended,
             Err(NotReceived(cause)) => {
                 tracing::warn!(
-                    "the MeTTa engine died before it got a job ({cause}); sending the job to a new one"
+                    job_id = %requests[0].job_id,
+                    jobs = requests.len(),
+                    "the MeTTa engine died before it read the job ({cause}); sending it to a new one"
                 );
                 self.process = None;
                 if !self.start_or_fail_all(requests, deliver).await {
@@ -283,12 +291,16 @@ impl EngineSupervisor {
                 match self.exchange(requests, deliver).await {
                     Ok(ended) => ended,
                     Err(NotReceived(cause)) => {
-                        let died = |_| MettaRunOutcome::Died {
-                            cause: cause.clone(),
-                            stdout: CapturedOutput::default(),
-                            stderr: CapturedOutput::default(),
-                        };
-                        deliver.deliver(every_run(requests, died)).await;
+                        // Twice dead before it read the jobs: the engine, not their code, is
+                        // at fault.
+                        tracing::warn!(
+                            job_id = %requests[0].job_id,
+                            jobs = requests.len(),
+                            "the new MeTTa engine died before it read the job too ({cause}); the jobs fail as the service's fault"
+                        );
+                        let reason = crate::learner_messages::engine_died_before_reading(&cause);
+                        let unavailable = |_| MettaRunOutcome::Unavailable(reason.clone());
+                        deliver.deliver(every_run(requests, unavailable)).await;
                         (BatchEnd::Completed, true)
                     }
                 }
@@ -297,6 +309,16 @@ impl EngineSupervisor {
         if replace {
             // The worker starts the next child once the results are stored
             // (`start_replacement`), so learners do not wait for the respawn.
+            let last_run = match end {
+                BatchEnd::Completed => requests.len(),
+                BatchEnd::Resume(run) | BatchEnd::NeedHistory(run) => run,
+            };
+            if let Some(request) = requests.get(last_run.saturating_sub(1)) {
+                tracing::warn!(
+                    job_id = %request.job_id,
+                    "restarting the MeTTa engine after the job (it died, was killed at a deadline or asked to be replaced); every live session is rebuilt from its history on its next run"
+                );
+            }
             if let Some(old) = self.process.take() {
                 kill_group(old.leader);
                 self.retiring = Some(old);
@@ -545,7 +567,9 @@ impl EngineSupervisor {
                 }
                 Event::Line(Ok(Some(line))) => match serde_json::from_str::<EngineAnswer>(&line) {
                     Err(err) => format!("unreadable answer from the engine: {err}"),
-                    Ok(answer) => match state.on_line(answer, Instant::now()) {
+                    Ok(answer) => match state
+                        .on_line(log_lost_session(answer, requests, from), Instant::now())
+                    {
                         AfterLine::Continue => continue,
                         AfterLine::NeedHistory(run) => break (BatchEnd::NeedHistory(run), false),
                     },
@@ -703,7 +727,7 @@ impl EngineSupervisor {
                 self.hyperon_version = Some(version);
                 Ok(process)
             }
-            EngineAnswer::Unavailable { error } => Err(error.into()),
+            EngineAnswer::Unavailable { error, .. } => Err(error.into()),
             other => Err(format!("the engine greeted with {other:?} instead of `ready`").into()),
         }
     }
@@ -825,6 +849,7 @@ impl BatchOutputs {
                 stdout,
                 stderr,
             },
+            Answered::Unavailable(reason) => MettaRunOutcome::Unavailable(reason),
         }
     }
 
@@ -896,10 +921,38 @@ async fn drain_after_death(mut capture: MarkedCapture, chunks: &mut OutputPipe) 
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("the engine exited with status {code}"),
-        (_, Some(signal)) => format!("the engine was killed by {}", describe_signal(signal)),
-        _ => "the engine exited".into(),
+    crate::learner_messages::engine_exit(status)
+}
+
+/// Logs a line saying that the running run's session process had ended before it read the
+/// run (which is rebuilt or retried in a fresh process, not blamed); returns the line.
+fn log_lost_session(
+    answer: EngineAnswer,
+    requests: &[MettaRequest],
+    running: usize,
+) -> EngineAnswer {
+    let running = requests.get(running);
+    match (&answer, running) {
+        (
+            EngineAnswer::Progress {
+                id,
+                phase: Phase::Retry,
+                error: Some(lost),
+            },
+            Some(run),
+        ) if id.as_deref() == Some(run.job_id.to_string().as_str()) => {
+            tracing::warn!(job_id = %run.job_id, "{lost}; sending the job to a fresh one");
+        }
+        (
+            EngineAnswer::NeedHistory {
+                id,
+                error: Some(lost),
+            },
+            Some(run),
+        ) if id.as_deref() == Some(run.job_id.to_string().as_str()) => {
+            tracing::warn!(job_id = %run.job_id, "{lost}; rebuilding the session for the job");
+        }
+        _ => {}
     }
+    answer
 }
