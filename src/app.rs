@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::{EngineSettings, EngineSupervisor};
+use crate::engine::{engine_open_files, EngineSettings, EngineSupervisor};
 use crate::http::{router, serve, AppState, ConnectionLimits};
 use crate::instance::{
     database_file, lock_database, make_database_private, DatabaseLock, ScratchFolder,
@@ -137,10 +137,15 @@ impl Application {
             // give each session's process a uid of its own from the pool.
             session_uid_base: plan.engine.identity.map(|_| config.session_uid_base),
             session_gid: plan.engine.identity.map(|identity| identity.gid),
+            session_open_files: plan.engine.limits.open_files,
             containment: Containment {
                 limits: ChildLimits {
                     memory_bytes: config.engine_memory_mb.saturating_mul(1024 * 1024),
                     cpu_secs: None,
+                    open_files: engine_open_files(
+                        config.max_live_sessions,
+                        plan.engine.limits.open_files,
+                    ),
                     ..plan.engine.limits
                 },
                 identity: None,

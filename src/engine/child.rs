@@ -64,12 +64,16 @@ pub struct EngineArgs {
     /// The gid of the session processes (with `session_uid_base`).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub session_gid: i64,
+    /// The open-files limit of each session process (`CHILD_OPEN_FILES`); the engine itself
+    /// holds four pipes per live session and may have a higher one. 0: the engine's.
+    #[arg(long, default_value_t = 0)]
+    pub session_open_files: u64,
 }
 
 /// Stack of the thread that runs hyperon. hyperon 0.2.10 frees a long-running evaluation
 /// recursively: dropping the state of ~1M steps of `(loop)` overflows the default 8 MiB
 /// stack and aborts the process. The stack is reserved, not committed, so its cost is
-/// address space (counted against CHILD_MEMORY_MB), not memory.
+/// address space (counted against ENGINE_MEMORY_MB), not memory.
 const ENGINE_STACK_BYTES: usize = 512 * 1024 * 1024;
 
 /// Runs the engine child until stdin ends, on a thread with a deep stack (see above).
@@ -176,6 +180,7 @@ fn load_driver(
                     response_fd,
                     args.session_uid_base,
                     args.session_gid,
+                    args.session_open_files,
                 ),
             )?
             .extract()?;

@@ -24,6 +24,7 @@ import collections
 import ctypes
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -62,17 +63,19 @@ def configure(
     response_fd=3,
     session_uid_base=-1,
     session_gid=-1,
+    session_open_files=0,
 ):
     """Sets the engine up; returns hyperon's version. (The benchmark calls only this, to time
     the driver's functions in its own process.)"""
     global _max_live_sessions, _work_dir, _memory_budget, _recycle_above, _RESPONSE_FD
-    global _session_gid, _free_uids
+    global _session_gid, _free_uids, _session_open_files
     _RESPONSE_FD = int(response_fd)
     _max_live_sessions = max(1, int(max_live_sessions))
     _work_dir = work_dir
     _memory_budget = int(memory_budget_mb) << 20
     _recycle_above = min(1 << 30, _memory_budget // 2)
     _session_gid = int(session_gid)
+    _session_open_files = int(session_open_files)
     if int(session_uid_base) >= 0:
         # Live sessions, the spare, and one being ended: never two processes under one uid.
         _free_uids = collections.deque(
@@ -406,6 +409,10 @@ def _contain_session(uid, gid):
     cannot be built: the process then runs nothing."""
     walls = []
     _die_with_parent()
+    if _session_open_files > 0:
+        # The engine's own limit counts its pipes to every session; a session gets the
+        # children's (CHILD_OPEN_FILES).
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_session_open_files, _session_open_files))
     if uid >= 0:
         # A root server: its own uid (from a pool: no other live process has it), after a
         # mount namespace with private folders, made while still root.
@@ -589,7 +596,7 @@ class _SessionProcess:
     stderr pipes (non-blocking, read together with `poll`)."""
 
     __slots__ = ("pid", "requests", "answers", "out", "err", "pending", "poller", "open",
-                 "uid", "forked_at", "ready")
+                 "uid", "forked_at", "ready", "generation", "ended")
 
     def __init__(self, pid, requests, answers, out, err, uid):
         self.pid = pid
@@ -606,6 +613,8 @@ class _SessionProcess:
         self.uid = uid
         self.forked_at = time.monotonic()
         self.ready = False
+        self.generation = None  # of the session it holds, as its last run left it
+        self.ended = None  # how it ended, once `_end` ended it
 
     def _read(self, fd):
         """One chunk from a readable pipe; b"" at its end (then no longer polled); None when
@@ -668,6 +677,7 @@ _live = collections.OrderedDict()  # session id -> _SessionProcess
 _spare = None
 _free_uids = None  # a root server's pool of session uids
 _session_gid = -1
+_session_open_files = 0  # the open-files limit of a session process (0: the engine's)
 _fork_to_ready_ms = []  # the last few session processes' fork-to-ready times
 
 
@@ -711,7 +721,11 @@ def _fork_session_process():
 
 
 def _end(process):
-    """Kills a session process, reaps it and frees its uid; returns how it ended."""
+    """Kills a session process, reaps it and frees its uid; returns how it ended. Once only:
+    its pid and uid may belong to another process afterwards."""
+    if process.ended is not None:
+        return process.ended
+    process.ended = "the session's process had been ended"
     try:
         os.kill(process.pid, signal.SIGKILL)
     except OSError:
@@ -728,6 +742,7 @@ def _end(process):
         _zygote_lost(error)
     if process.uid >= 0:
         _free_uids.append(process.uid)
+    process.ended = status
     return status
 
 
@@ -772,10 +787,22 @@ def _relay(line):
     os.write(_RESPONSE_FD, line if line.endswith(b"\n") else line + b"\n")
 
 
-def _route(run, retried=False):
-    """Sends one run to its session's process and relays the answers; returns the outcome.
-    A process that cannot be had, or dies before it read the run, is not the run's doing: the
-    run goes to a fresh process once (`retried`), then is answered `unavailable`."""
+def _route(run, retried=False, process=None):
+    """Sends one run to its session's process (unless it was sent ahead to `process`) and
+    relays the answers; returns the outcome. A process that cannot be had, or dies before it
+    read the run, is not the run's doing: the run goes to a fresh process once (`retried`),
+    then is answered `unavailable`."""
+    if process is None:
+        process = _process_for(run, retried)
+        if isinstance(process, str):
+            return process  # answered already
+        _send(run, process)
+    return _follow(run, process, retried)
+
+
+def _process_for(run, retried):
+    """The session process the run goes to (taking the spare when its session becomes live),
+    or, when it cannot go to one, the outcome it was answered."""
     session = run["session"]
     process = _live.get(session)
     if process is not None and run.get("history") is not None:
@@ -801,19 +828,30 @@ def _route(run, retried=False):
             _end(_live.popitem(last=False)[1])
     else:
         _live.move_to_end(session)
+    return process
+
+
+def _send(run, process):
+    """Gives the run to its session's process (without its markers: see `_follow`)."""
+    sent = {key: value for key, value in run.items() if not key.startswith("marker")}
+    process.drain(relay=False)  # printed between runs: no job's output
+    try:
+        os.write(process.requests, (json.dumps(sent) + "\n").encode())
+    except OSError:
+        pass  # it died: `_follow` reads its end
+
+
+def _follow(run, process, retried):
+    """Follows a sent run to its answer, relaying it, and the run's output between its
+    markers; returns the outcome."""
+    session = run["session"]
     # The router writes the job's output markers itself, around what it moves from the
     # session's own stdout and stderr: the session never learns them, and only the job's
     # code's output (not its history's replay) lies between them.
     start, end = run["markerStart"].encode(), run["markerEnd"].encode()
-    sent = {key: value for key, value in run.items() if not key.startswith("marker")}
-    process.drain(relay=False)  # printed between runs: no job's output
     capturing = run.get("history") is None
     if capturing:
-        _mark(start)
-    try:
-        os.write(process.requests, (json.dumps(sent) + "\n").encode())
-    except OSError:
-        pass  # it died: read the end below
+        _mark(start)  # what it printed since it was sent is still in its pipe
     marked_end = False
     received = False
     while True:
@@ -860,6 +898,9 @@ def _route(run, retried=False):
         if not capturing:
             _mark(start)  # it ended before its code ran: an empty output
         _mark(end)
+    # What the session now holds, so a later run may be sent ahead to it (see `_batch`).
+    succeeded = answer.get("outcome") == "succeeded"
+    process.generation = run.get("successGeneration") if succeeded else None
     if answer.pop("recycle", False):
         # Its memory grew (or it holds a stopped run): end this session's process only; the
         # session is rebuilt by replay on its next run.
@@ -895,20 +936,63 @@ def _lost_before_reading(session, process, run, retried):
     return "unavailable"
 
 
+def _ahead(run, following):
+    """The live process `following` (the next run of the batch) can be sent to while `run`
+    runs, or None. Only a run that cannot ask for history goes ahead: another session's, live
+    in its process at the generation it needs, without a replay or cells after it. Its output
+    and answer wait in its own pipes until its turn, so the supervisor still sees the batch's
+    runs one after another; meanwhile the two run side by side on two cores."""
+    if following is None or following.get("history") is not None or following.get("after"):
+        return None
+    if following["session"] == run["session"]:
+        return None
+    process = _live.get(following["session"])
+    if process is None or not process.ready or process.generation != following["generation"]:
+        return None
+    _live.move_to_end(following["session"])
+    return process
+
+
 def _batch(req):
-    """Runs a batch's jobs one after another, each in its session's process, writing each
-    answer as soon as it is known (so the supervisor stores results while the next job runs,
-    and knows which job is running). Stops after an answer that asks for history: the
-    supervisor sends the rest again."""
+    """Runs a batch's jobs in order, each in its session's process, writing each answer as
+    soon as it is known (so the supervisor stores results while the next job runs, and knows
+    which job is running); the next run may be sent ahead to its process (`_ahead`). Stops
+    after an answer that asks for history: the supervisor sends the rest again."""
     # Tells the supervisor the batch reached the engine: a death before this line is not the
     # jobs' doing (the batch is sent again to a new engine), a death after it is the running
     # job's.
     _progress(req, "received")
+    runs = req["runs"]
+    ahead = None  # (index, process) of the run sent ahead
     try:
-        for run in req["runs"]:
-            if _route(run) == "needHistory":
+        for index, run in enumerate(runs):
+            process = ahead[1] if ahead is not None and ahead[0] == index else None
+            ahead = None
+            if process is not None and process.ended is not None:
+                process = None  # ended since (made room for a session): the run starts afresh
+            if process is None:
+                process = _process_for(run, False)
+                if isinstance(process, str):
+                    if process == "needHistory":
+                        break
+                    continue
+                _send(run, process)
+            following = runs[index + 1] if index + 1 < len(runs) else None
+            ahead_process = _ahead(run, following)
+            if ahead_process is not None:
+                _send(following, ahead_process)
+                ahead = (index + 1, ahead_process)
+            if _route(run, process=process) == "needHistory":
                 break
     finally:
+        if ahead is not None:
+            # The batch stopped before the run sent ahead had its turn: it may have run, and the
+            # supervisor sends it again, so its process (and what the run did there) is ended;
+            # the session is rebuilt from its history.
+            session = runs[ahead[0]]["session"]
+            if _live.get(session) is ahead[1]:
+                del _live[session]
+            _end(ahead[1])
         try:
             _prepare_spare()
         except Exception:

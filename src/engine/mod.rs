@@ -26,4 +26,6 @@ mod exchange;
 pub mod protocol;
 pub mod supervisor;
 
-pub use supervisor::{BatchEnd, EngineSettings, EngineSupervisor, MettaRequest, MettaRunOutcome};
+pub use supervisor::{
+    engine_open_files, BatchEnd, EngineSettings, EngineSupervisor, MettaRequest, MettaRunOutcome,
+};

@@ -54,6 +54,16 @@ pub struct EngineSettings {
     pub session_uid_base: Option<u32>,
     /// The gid of the session processes.
     pub session_gid: Option<u32>,
+    /// The open-files limit of each session process (the engine's own is higher: it holds
+    /// four pipes per live session, see `engine_open_files`).
+    pub session_open_files: u64,
+}
+
+/// The open-files limit the engine process needs: its router holds four pipes (requests,
+/// answers, stdout, stderr) to each live session process and the spare, besides its own.
+pub fn engine_open_files(max_live_sessions: usize, child_open_files: u64) -> u64 {
+    let per_session = 4 * (max_live_sessions as u64 + 2);
+    child_open_files.max(per_session + 64)
 }
 
 /// One MeTTa run as the worker asks for it.
@@ -648,6 +658,8 @@ impl EngineSupervisor {
             )
             .arg("--session-gid")
             .arg(self.settings.session_gid.map_or(-1, i64::from).to_string())
+            .arg("--session-open-files")
+            .arg(self.settings.session_open_files.to_string())
             // The engine's own stdin is empty: a job's stdin comes with the job, and no
             // learner's `input()` can read the engine's requests.
             .stdin(Stdio::null());

@@ -1113,3 +1113,54 @@ async fn a_project_in_a_temporary_folder_still_runs_metta_behind_the_private_tmp
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["result"], "[5]\n", "{job}");
 }
+
+#[tokio::test]
+async fn every_live_session_keeps_its_process_even_with_few_open_files_per_child() {
+    // Arrange: room for 24 live sessions; each child (a session's process too) may open only
+    // 32 files, fewer than the engine's pipes to 24 sessions.
+    let server =
+        TestServer::start_with(&[("MAX_LIVE_SESSIONS", "24"), ("CHILD_OPEN_FILES", "32")]).await;
+
+    // Act: every session becomes live, then runs again; then a session opens files.
+    let mut rounds = Vec::new();
+    for round in 0..2 {
+        for learner in 0..24 {
+            let job = server
+                .metta(&format!("fd-{learner}"), &format!("!(+ {round} {learner})"))
+                .await;
+            rounds.push((round, learner, job, server.engine_pid()));
+        }
+    }
+    let opening = server
+        .metta(
+            "fd-0",
+            &format!(
+                "!((py-atom exec) {:?})",
+                "import os\nfds = []\ntry:\n    while True:\n        fds.append(os.open('/dev/null', os.O_RDONLY))\nexcept OSError:\n    print('opened', len(fds))"
+            ),
+        )
+        .await;
+
+    // Assert: no run failed and the engine never died (its pid is the first one throughout);
+    let first_engine = rounds[0].3;
+    for (round, learner, job, engine) in &rounds {
+        assert_succeeded(job);
+        assert_eq!(
+            results_of(job),
+            expected(&[&[&(round + learner).to_string()]]),
+            "round {round}, learner {learner}: {job:#}"
+        );
+        assert_eq!(
+            *engine, first_engine,
+            "round {round}, learner {learner}: the engine was restarted"
+        );
+    }
+    // a session's process still gets CHILD_OPEN_FILES, not the engine's limit.
+    assert_succeeded(&opening);
+    let opened: u64 = text(&opening, "output")
+        .trim()
+        .strip_prefix("opened ")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("{opening:#}"));
+    assert!(opened < 32, "a session opened {opened} files: {opening:#}");
+}
