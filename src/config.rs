@@ -451,7 +451,9 @@ impl Config {
             Range::new("MAX_BODY_BYTES", size(self.max_body_bytes), KIB, 64 * MIB),
             Range::new("SHUTDOWN_GRACE_SECS", self.shutdown_grace_secs, 0, 3600),
             Range::new("MAX_OUTPUT_BYTES", size(self.max_output_bytes), 1, 64 * MIB),
-            // Python code travels as one command-line argument, which Linux caps at 128 KiB.
+            // Code reaches Python over a pipe (fd 3) and the engine in its request, so no
+            // argument-size cap applies; the ceiling stays where it was, under MAX_BODY_BYTES's
+            // default, so the documented range (README) does not change.
             Range::new("MAX_CODE_BYTES", size(self.max_code_bytes), 1, 120 * KIB),
             Range::new(
                 "MAX_LIVE_SESSIONS",
