@@ -7,7 +7,7 @@
 //! | `http.rs` | requests: `server.post/get/delete`, `submit`, `run`, `metta`, raw bodies and headers (`post_raw`, `Answer`), queue counts |
 //! | `waiting.rs` | `wait_final` (long-wait), `wait_until_running` (polling), `is_final` |
 //! | `assertions.rs` | a job's status and that it says why; hyperon's own output as the reference (`direct_hyperon_run`) |
-//! | `workload.rs` | frontend code ids, counting `!` expressions, a seeded `Rng` |
+//! | `workload.rs` | frontend code ids, counting `!` expressions, a seeded `Rng`, timestamps as the service writes them |
 //! | `hostile/` | hostile code: `Sandbox` (children under uids of their own, a scratch folder the test chose, what a job left behind), `/proc` processes, probes of the environment, database and network, servers run as a normal user |
 //!
 //! The store comes from `TEST_STORE`: `sqlite` (the default: a file in the test's folder) or
@@ -30,4 +30,4 @@ pub use http::{
 };
 pub use server::{project_python, TestServer, BINARY};
 pub use waiting::{is_final, is_final_status, wait_until_running};
-pub use workload::{bang_count, frontend_code_id, Rng};
+pub use workload::{bang_count, frontend_code_id, now_timestamp, Rng};

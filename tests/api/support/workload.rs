@@ -1,5 +1,6 @@
-//! Making workloads: the frontend's code ids, counting a program's `!` expressions, and a
-//! small deterministic random generator (so a failing run can be repeated from its seed).
+//! Making workloads: the frontend's code ids, counting a program's `!` expressions, a
+//! small deterministic random generator (so a failing run can be repeated from its seed), and
+//! timestamps as the service writes them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,4 +43,9 @@ impl Rng {
     pub fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound.max(1)
     }
+}
+
+/// Now, as the service writes timestamps (RFC 3339, UTC, milliseconds): text order is time order.
+pub fn now_timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
