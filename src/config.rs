@@ -641,6 +641,50 @@ mod tests {
     }
 
     #[test]
+    fn python_jobs_get_the_child_limits_and_a_cpu_limit_just_past_the_deadline() {
+        let config = parse(&[
+            "--run-timeout-secs",
+            "10",
+            "--child-memory-mb",
+            "512",
+            "--child-max-processes",
+            "64",
+            "--child-file-size-mb",
+            "4",
+            "--child-open-files",
+            "100",
+        ]);
+        let settings = config
+            .containment_settings(std::path::Path::new("db"), std::path::Path::new("scratch"));
+        let limits = settings.limits;
+        assert_eq!(limits.memory_bytes, 512 * 1024 * 1024);
+        assert_eq!(
+            limits.cpu_secs,
+            Some(12),
+            "RUN_TIMEOUT_SECS + 2: a busy loop meets its deadline first"
+        );
+        assert_eq!(limits.max_processes, 64);
+        assert_eq!(limits.file_size_bytes, 4 * 1024 * 1024);
+        assert_eq!(limits.open_files, 100);
+        let explicit = parse(&["--child-cpu-secs", "3"]);
+        let settings = explicit
+            .containment_settings(std::path::Path::new("db"), std::path::Path::new("scratch"));
+        assert_eq!(settings.limits.cpu_secs, Some(3));
+    }
+
+    #[test]
+    fn python_jobs_alternate_between_two_uids_apart_from_the_engines() {
+        let config = parse(&["--child-uid", "1001", "--child-alt-uid", "1002"]);
+        let settings = config
+            .containment_settings(std::path::Path::new("db"), std::path::Path::new("scratch"));
+        assert_eq!(settings.python_identity.uid, 1001);
+        assert_eq!(settings.python_alternate_identity.uid, 1002);
+        assert_ne!(settings.engine_identity.uid, 1001);
+        assert_ne!(settings.engine_identity.uid, 1002);
+        assert_eq!(settings.python_identity.gid, config.child_gid);
+    }
+
+    #[test]
     fn a_value_out_of_range_is_refused_naming_the_setting_and_its_range() {
         let err = parse(&["--run-timeout-secs", "1000000000000000000"])
             .validate()
