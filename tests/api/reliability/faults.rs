@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::workload::Shared;
 use super::{ENGINE_KILLS, KILL_WINDOW_PERCENT, RECOVERY_LOG, SERVER_KILLS};
-use crate::support::{now_timestamp, Rng, TestServer};
+use crate::support::{now_timestamp, send_signal, Rng, Signal, TestServer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chaos {
@@ -96,8 +96,7 @@ pub fn run_chaos(
                     let looking = Instant::now();
                     loop {
                         if let Some(pid) = server.engine_pid() {
-                            // SAFETY: a signal to the engine child of the server this test started.
-                            if unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
+                            if send_signal(pid, Signal::KILL) {
                                 log.engine_kills.push((finished, pid));
                                 break;
                             }

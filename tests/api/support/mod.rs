@@ -28,6 +28,7 @@ pub use database::{psql, stored_jobs, PostgresDatabase, StoredJob};
 pub use http::{
     answer, id_of, post_json, post_raw, python, queue_counts, read, stored_job_count, Answer,
 };
-pub use server::{project_python, TestServer, BINARY};
+pub use rustix::process::Signal;
+pub use server::{project_python, send_signal, TestServer, BINARY};
 pub use waiting::{is_final, is_final_status, wait_until_running};
 pub use workload::{bang_count, frontend_code_id, now_timestamp, Rng};

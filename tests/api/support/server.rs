@@ -9,6 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
+
 use super::database::PostgresDatabase;
 
 /// The binary under test.
@@ -287,10 +289,7 @@ impl TestServer {
     /// Sends SIGTERM and waits (at most `limit`) for the server to exit.
     pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        // SAFETY: sending a signal to our own child process.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
+        send_signal(child.id(), Signal::TERM);
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -325,4 +324,12 @@ fn session_uid_base() -> u32 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let server = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 500;
     1_000_000 + (std::process::id() % 4_000) * 50_000 + server * 100
+}
+
+/// Sends `signal` to the process `pid`; whether it was delivered.
+pub fn send_signal(pid: u32, signal: Signal) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .is_some_and(|pid| kill_process(pid, signal).is_ok())
 }

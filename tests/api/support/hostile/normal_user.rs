@@ -14,10 +14,8 @@ pub const SERVER_USER: &str = "mlb-server";
 pub fn server_user() -> (u32, u32) {
     static USER: OnceLock<(u32, u32)> = OnceLock::new();
     *USER.get_or_init(|| {
-        // SAFETY: geteuid only reads this process's credentials.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
+        assert!(
+            rustix::process::geteuid().is_root(),
             "this suite starts the server as another user, which needs root (CI runs as root)"
         );
         let id = |flag: &str| {

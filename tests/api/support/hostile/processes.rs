@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{send_signal, Signal};
+
 static NEXT_UID: AtomicU32 = AtomicU32::new(0);
 
 /// A pair of uids no other test (of this run or of a concurrent one) uses, so a test can find
@@ -77,10 +79,7 @@ pub fn processes() -> Vec<ProcessInfo> {
 /// running for the next ones), by pid.
 pub fn kill_all(leftovers: &[ProcessInfo]) {
     for process in leftovers {
-        // SAFETY: signalling a process; no memory effects.
-        unsafe {
-            libc::kill(process.pid as i32, libc::SIGKILL);
-        }
+        send_signal(process.pid, Signal::KILL);
     }
 }
 
