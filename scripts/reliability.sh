@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reliability suite (tests/api/reliability.rs, #[ignore]d in the normal run): 200
+# The reliability suite (tests/api/reliability/, #[ignore]d in the normal run): 200
 # concurrent clients x 20 jobs in 20 sessions against the real binary, while the server is
 # kill -9'ed and restarted five times and its MeTTa engine child is kill -9'ed eight times.
 # It prints its figures (jobs accepted, by status, kills, restarts, retries, duration) and

@@ -6,6 +6,7 @@
 //! `MarkedCapture` cuts one job's output out of a long-lived stream (the engine child writes
 //! a start marker and an end marker around each job's run).
 
+use memchr::memmem::Finder;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
@@ -61,8 +62,8 @@ enum MarkState {
 /// split across chunks are found all the same.
 #[derive(Debug)]
 pub struct MarkedCapture {
-    start: Vec<u8>,
-    end: Vec<u8>,
+    start: Finder<'static>,
+    end: Finder<'static>,
     cap: usize,
     state: MarkState,
     pending: Vec<u8>,
@@ -72,8 +73,8 @@ pub struct MarkedCapture {
 impl MarkedCapture {
     pub fn new(start: &[u8], end: &[u8], cap: usize) -> Self {
         MarkedCapture {
-            start: start.to_vec(),
-            end: end.to_vec(),
+            start: Finder::new(start).into_owned(),
+            end: Finder::new(end).into_owned(),
             cap,
             state: MarkState::BeforeStart,
             pending: Vec::new(),
@@ -93,17 +94,17 @@ impl MarkedCapture {
         self.pending.extend_from_slice(chunk);
         loop {
             match self.state {
-                MarkState::BeforeStart => match find(&self.pending, &self.start) {
+                MarkState::BeforeStart => match self.start.find(&self.pending) {
                     Some(at) => {
-                        self.pending.drain(..at + self.start.len());
+                        self.pending.drain(..at + self.start.needle().len());
                         self.state = MarkState::Inside;
                     }
                     None => {
-                        keep_tail(&mut self.pending, self.start.len() - 1);
+                        keep_tail(&mut self.pending, self.start.needle().len() - 1);
                         return;
                     }
                 },
-                MarkState::Inside => match find(&self.pending, &self.end) {
+                MarkState::Inside => match self.end.find(&self.pending) {
                     Some(at) => {
                         self.output.keep(&self.pending[..at], self.cap);
                         self.pending.clear();
@@ -111,7 +112,10 @@ impl MarkedCapture {
                         return;
                     }
                     None => {
-                        let safe = self.pending.len().saturating_sub(self.end.len() - 1);
+                        let safe = self
+                            .pending
+                            .len()
+                            .saturating_sub(self.end.needle().len() - 1);
                         self.output.keep(&self.pending[..safe], self.cap);
                         self.pending.drain(..safe);
                         return;
@@ -131,13 +135,6 @@ impl MarkedCapture {
         }
         self.output
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return None;
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn keep_tail(buffer: &mut Vec<u8>, keep: usize) {

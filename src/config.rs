@@ -451,7 +451,9 @@ impl Config {
             Range::new("MAX_BODY_BYTES", size(self.max_body_bytes), KIB, 64 * MIB),
             Range::new("SHUTDOWN_GRACE_SECS", self.shutdown_grace_secs, 0, 3600),
             Range::new("MAX_OUTPUT_BYTES", size(self.max_output_bytes), 1, 64 * MIB),
-            // Python code travels as one command-line argument, which Linux caps at 128 KiB.
+            // Code reaches Python over a pipe (fd 3) and the engine in its request, so no
+            // argument-size cap applies; the ceiling stays where it was, under MAX_BODY_BYTES's
+            // default, so the documented range (README) does not change.
             Range::new("MAX_CODE_BYTES", size(self.max_code_bytes), 1, 120 * KIB),
             Range::new(
                 "MAX_LIVE_SESSIONS",
@@ -636,6 +638,50 @@ mod tests {
         let mut argv = vec!["test"];
         argv.extend_from_slice(args);
         Settings::try_parse_from(argv).expect("parses").config
+    }
+
+    #[test]
+    fn python_jobs_get_the_child_limits_and_a_cpu_limit_just_past_the_deadline() {
+        let config = parse(&[
+            "--run-timeout-secs",
+            "10",
+            "--child-memory-mb",
+            "512",
+            "--child-max-processes",
+            "64",
+            "--child-file-size-mb",
+            "4",
+            "--child-open-files",
+            "100",
+        ]);
+        let settings = config
+            .containment_settings(std::path::Path::new("db"), std::path::Path::new("scratch"));
+        let limits = settings.limits;
+        assert_eq!(limits.memory_bytes, 512 * 1024 * 1024);
+        assert_eq!(
+            limits.cpu_secs,
+            Some(12),
+            "RUN_TIMEOUT_SECS + 2: a busy loop meets its deadline first"
+        );
+        assert_eq!(limits.max_processes, 64);
+        assert_eq!(limits.file_size_bytes, 4 * 1024 * 1024);
+        assert_eq!(limits.open_files, 100);
+        let explicit = parse(&["--child-cpu-secs", "3"]);
+        let settings = explicit
+            .containment_settings(std::path::Path::new("db"), std::path::Path::new("scratch"));
+        assert_eq!(settings.limits.cpu_secs, Some(3));
+    }
+
+    #[test]
+    fn python_jobs_alternate_between_two_uids_apart_from_the_engines() {
+        let config = parse(&["--child-uid", "1001", "--child-alt-uid", "1002"]);
+        let settings = config
+            .containment_settings(std::path::Path::new("db"), std::path::Path::new("scratch"));
+        assert_eq!(settings.python_identity.uid, 1001);
+        assert_eq!(settings.python_alternate_identity.uid, 1002);
+        assert_ne!(settings.engine_identity.uid, 1001);
+        assert_ne!(settings.engine_identity.uid, 1002);
+        assert_eq!(settings.python_identity.gid, config.child_gid);
     }
 
     #[test]

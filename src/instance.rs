@@ -116,6 +116,7 @@ pub fn lock_database(database: &Path) -> Result<DatabaseLock, InstanceError> {
         .open(&path)
         .map_err(open_error)?;
     let lock = whole_file_lock();
+    // libc, not rustix: rustix can take this lock but has no F_GETLK, which names the holder.
     // SAFETY: fcntl on a descriptor this function owns, with a valid `flock`.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
         let err = std::io::Error::last_os_error();

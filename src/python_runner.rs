@@ -391,9 +391,8 @@ fn start_interpreter(start: InterpreterStart) -> Result<WaitingInterpreter, Stri
         .map_err(|err| format!("cannot create a working directory: {err}"))?;
     let (code_reader, code_writer) =
         cloexec_pipe().map_err(|err| format!("cannot create a pipe: {err}"))?;
-    let mut command = contained_command(&start.python, work_dir.path(), &start.containment)
+    let mut command = interpreter_command(&start, work_dir.path())
         .map_err(|err| format!("cannot prepare the interpreter's containment: {err}"))?;
-    command.arg("-I").arg("-c").arg(BOOTSTRAP);
     pass_fd_as(&mut command, &code_reader, CODE_FD);
     let child = command.spawn().map_err(|err| {
         format!(
@@ -408,6 +407,16 @@ fn start_interpreter(start: InterpreterStart) -> Result<WaitingInterpreter, Stri
         code: Some(code_writer),
         _work_dir: work_dir,
     })
+}
+
+/// The interpreter's command line: `python -I -c BOOTSTRAP`, contained as planned.
+fn interpreter_command(
+    start: &InterpreterStart,
+    work_dir: &std::path::Path,
+) -> std::io::Result<tokio::process::Command> {
+    let mut command = contained_command(&start.python, work_dir, &start.containment)?;
+    command.arg("-I").arg("-c").arg(BOOTSTRAP);
+    Ok(command)
 }
 
 async fn settle(ready: ReadyInterpreter) -> Result<WaitingInterpreter, String> {
@@ -433,4 +442,131 @@ async fn collect(
     }
     stop.cancel();
     task.await.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    use super::*;
+    use crate::sandbox::ChildLimits;
+
+    const PLANNED: Identity = Identity {
+        uid: 65534,
+        gid: 65534,
+    };
+    const ALTERNATE: Identity = Identity {
+        uid: 65533,
+        gid: 65534,
+    };
+
+    fn containment() -> Containment {
+        Containment {
+            limits: ChildLimits {
+                memory_bytes: 256 << 20,
+                cpu_secs: Some(7),
+                max_processes: 16,
+                file_size_bytes: 1 << 20,
+                open_files: 32,
+            },
+            identity: Some(PLANNED),
+            new_network: true,
+            namespaces: None,
+        }
+    }
+
+    fn runner(alternate: Option<Identity>, refusal: Option<String>) -> PythonRunner {
+        PythonRunner::new(
+            PathBuf::from("/venv/bin/python"),
+            containment(),
+            alternate,
+            PathBuf::from("/scratch"),
+            1024,
+            refusal,
+        )
+    }
+
+    #[test]
+    fn interpreters_alternate_identities_in_start_order_and_keep_the_planned_limits() {
+        let mut runner = runner(Some(ALTERNATE), None);
+        let starts: Vec<InterpreterStart> = (0..4).map(|_| runner.next_start()).collect();
+        let identities: Vec<_> = starts.iter().map(|s| s.containment.identity).collect();
+        assert_eq!(
+            identities,
+            [
+                Some(PLANNED),
+                Some(ALTERNATE),
+                Some(PLANNED),
+                Some(ALTERNATE)
+            ]
+        );
+        for start in &starts {
+            let limits = start.containment.limits;
+            assert_eq!(limits.memory_bytes, 256 << 20);
+            assert_eq!(limits.cpu_secs, Some(7));
+            assert_eq!(limits.max_processes, 16);
+            assert_eq!(limits.file_size_bytes, 1 << 20);
+            assert_eq!(limits.open_files, 32);
+            assert!(start.containment.new_network);
+            assert_eq!(start.python, Path::new("/venv/bin/python"));
+            assert_eq!(start.scratch, Path::new("/scratch"));
+        }
+    }
+
+    #[test]
+    fn without_an_alternate_every_interpreter_keeps_the_planned_identity() {
+        let mut runner = runner(None, None);
+        for _ in 0..3 {
+            assert_eq!(runner.next_start().containment.identity, Some(PLANNED));
+        }
+    }
+
+    #[test]
+    fn the_interpreter_runs_the_bootstrap_isolated_in_its_own_folder_with_a_cleared_environment() {
+        let start = runner(None, None).next_start();
+        let work_dir = Path::new("/scratch/python-1");
+        let command = interpreter_command(&start, work_dir).expect("no namespaces to prepare");
+        let command = command.as_std();
+        assert_eq!(command.get_program(), OsStr::new("/venv/bin/python"));
+        let args: Vec<&OsStr> = command.get_args().collect();
+        assert_eq!(
+            args,
+            [OsStr::new("-I"), OsStr::new("-c"), OsStr::new(BOOTSTRAP)]
+        );
+        assert_eq!(command.get_current_dir(), Some(work_dir));
+        let envs: Vec<(&OsStr, Option<&OsStr>)> = command.get_envs().collect();
+        assert!(envs.contains(&(OsStr::new("HOME"), Some(work_dir.as_os_str()))));
+        assert!(
+            envs.iter()
+                .all(|(name, _)| *name != OsStr::new("DATABASE_URL")),
+            "only the child's own variables are set: {envs:?}"
+        );
+    }
+
+    #[test]
+    fn the_bootstrap_reads_its_code_from_the_descriptor_the_runner_passes() {
+        assert_eq!(CODE_FD, 3);
+        assert!(BOOTSTRAP.contains("os.read(3, "));
+        assert!(BOOTSTRAP.contains("os.close(3)"));
+        assert!(
+            BOOTSTRAP.contains(r#"compile(source, "<string>", "exec")"#),
+            "tracebacks name <string>, as `python -c` does"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_containment_starts_no_interpreter_and_fails_every_job_with_the_reason() {
+        let mut runner = runner(Some(ALTERNATE), Some("CHILD_UID=1 cannot run".into()));
+        runner.prepare_next();
+        assert!(runner.waiting.is_empty() && runner.spawner.is_none());
+        let run = runner.run("print(1)", None, Duration::from_secs(1)).await;
+        let PythonExit::SpawnFailed(message) = run.exit else {
+            panic!("expected a refusal, got {:?}", run.exit);
+        };
+        assert!(message.ends_with(": CHILD_UID=1 cannot run"), "{message}");
+        assert!(message.starts_with("this server runs no learner's code"));
+        assert!(run.stdout.bytes.is_empty() && run.stderr.bytes.is_empty());
+        assert_eq!(runner.started, 0);
+    }
 }

@@ -215,7 +215,10 @@ fn stalled_head_answer() -> Vec<u8> {
 }
 
 fn error_answer(status_line: &str, headers: &[&str], message: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error": message }).to_string();
+    let body = serde_json::to_string(&super::wire::ErrorBody {
+        error: message.to_string(),
+    })
+    .unwrap_or_default();
     let mut answer = format!("{status_line}\r\n");
     for header in headers {
         answer.push_str(header);

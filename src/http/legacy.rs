@@ -1,7 +1,8 @@
 //! The original playground's endpoints, with the original JSON shapes, so the existing
-//! frontend works unchanged (see FRONTEND-CONTRACT.md). Each one enqueues a job, even resets
-//! and history cuts, so they are ordered against the runs around them, then waits for it
-//! (`LEGACY_WAIT_SECS`) and answers only once the result exists: never a 2xx before it.
+//! frontend works unchanged (`tests/api/contract.rs` pins what it relies on: any 2xx is read
+//! as the finished result, `/reset-atomspace` comes with no body). Each one enqueues a job,
+//! even resets and history cuts, so they are ordered against the runs around them, then waits
+//! for it (`LEGACY_WAIT_SECS`) and answers only once the result exists: never a 2xx before it.
 //! A request that names no session gets its client's own (`ClientSession`).
 
 use std::time::Duration;

@@ -204,7 +204,7 @@ async fn errors_as_json(request: Request, next: Next) -> Response {
     } else {
         text
     };
-    let mut json = Json(serde_json::json!({ "error": message })).into_response();
+    let mut json = Json(wire::ErrorBody { error: message }).into_response();
     *json.status_mut() = parts.status;
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

@@ -1,79 +1,84 @@
 //! Per-client rate limit on requests that submit work (POST, DELETE): a token bucket per
-//! client address, `RATE_LIMIT_BURST` deep, refilled at `RATE_LIMIT_PER_MINUTE`. Over the
-//! limit the answer is 429 with Retry-After, and nothing is stored. Reads are not limited.
+//! client address, `RATE_LIMIT_BURST` deep, refilled at `RATE_LIMIT_PER_MINUTE` (`governor`'s
+//! GCRA, which is that bucket kept as one timestamp per client). Over the limit the answer is
+//! 429 with Retry-After, and nothing is stored. Reads are not limited.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::Quota;
 
 use super::serve::client_address;
+use super::wire::ErrorBody;
 
-/// Buckets kept before idle ones are dropped.
+/// Clients tracked before those whose bucket has refilled are forgotten.
 const MAX_TRACKED_CLIENTS: usize = 10_000;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
+type Buckets<C> = governor::RateLimiter<
+    IpAddr,
+    DefaultKeyedStateStore<IpAddr>,
+    C,
+    NoOpMiddleware<<C as Clock>::Instant>,
+>;
 
-/// Shared by every request; `Mutex` from std because it is held only for a few arithmetic
-/// operations and never across an await.
+/// Shared by every request. The clock is a parameter so the unit test can move time.
 #[derive(Debug, Clone)]
-pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
+pub struct RateLimiter<C: Clock = DefaultClock> {
     trust_forwarded_for: bool,
-    buckets: Arc<Mutex<HashMap<IpAddr, Bucket>>>,
+    clock: C,
+    buckets: Arc<Buckets<C>>,
 }
 
 impl RateLimiter {
     /// `None` when the limit is off (`per_minute == 0`).
     pub fn new(per_minute: u32, burst: u32, trust_forwarded_for: bool) -> Option<Self> {
-        (per_minute > 0).then(|| RateLimiter {
-            per_second: f64::from(per_minute) / 60.0,
-            burst: f64::from(burst.max(1)),
+        RateLimiter::with_clock(
+            per_minute,
+            burst,
             trust_forwarded_for,
-            buckets: Arc::new(Mutex::new(HashMap::new())),
+            DefaultClock::default(),
+        )
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    fn with_clock(
+        per_minute: u32,
+        burst: u32,
+        trust_forwarded_for: bool,
+        clock: C,
+    ) -> Option<Self> {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute)?)
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        Some(RateLimiter {
+            trust_forwarded_for,
+            buckets: Arc::new(governor::RateLimiter::hashmap_with_clock(
+                quota,
+                clock.clone(),
+            )),
+            clock,
         })
     }
 
     /// Takes a token for `client`, or says how long until one is free.
-    fn take(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if buckets.len() >= MAX_TRACKED_CLIENTS && !buckets.contains_key(&client) {
-            let (per_second, burst) = (self.per_second, self.burst);
+    fn take(&self, client: IpAddr) -> Result<(), Duration> {
+        if self.buckets.len() >= MAX_TRACKED_CLIENTS {
             // A bucket that has refilled completely carries no information: forget it.
-            buckets.retain(|_, bucket| {
-                bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * per_second
-                    < burst
-            });
+            self.buckets.retain_recent();
         }
-        let bucket = buckets.entry(client).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        let refill = now.duration_since(bucket.updated).as_secs_f64() * self.per_second;
-        bucket.tokens = (bucket.tokens + refill).min(self.burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.per_second,
-            ))
-        }
+        self.buckets
+            .check_key(&client)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
 
@@ -96,16 +101,16 @@ pub async fn limit_submissions(
     ) else {
         return next.run(request).await;
     };
-    match limiter.take(client, Instant::now()) {
+    match limiter.take(client) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
             crate::service_metrics::request_refused("rate_limited");
             let seconds = wait.as_secs().max(1);
             let mut response = (
                 StatusCode::TOO_MANY_REQUESTS,
-                Json(serde_json::json!({
-                    "error": format!("too many requests from this client; try again in {seconds} s")
-                })),
+                Json(ErrorBody {
+                    error: format!("too many requests from this client; try again in {seconds} s"),
+                }),
             )
                 .into_response();
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
@@ -118,23 +123,47 @@ pub async fn limit_submissions(
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     #[test]
     fn bucket_allows_the_burst_then_refills_at_the_rate() {
-        let limiter = RateLimiter::new(60, 3, false).expect("on");
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(60, 3, false, clock.clone()).expect("on");
         let client: IpAddr = "10.0.0.1".parse().unwrap();
-        let start = Instant::now();
         for _ in 0..3 {
-            assert!(limiter.take(client, start).is_ok());
+            assert!(limiter.take(client).is_ok());
         }
-        let wait = limiter.take(client, start).expect_err("over the burst");
+        let wait = limiter.take(client).expect_err("over the burst");
         assert!(wait <= Duration::from_secs(1));
-        assert!(limiter.take(client, start + Duration::from_secs(1)).is_ok());
+        assert!(wait > Duration::ZERO);
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.take(client).is_ok());
+        assert!(limiter.take(client).is_err(), "one token per second");
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(
-            limiter.take(other, start).is_ok(),
-            "clients are counted apart"
-        );
+        assert!(limiter.take(other).is_ok(), "clients are counted apart");
+    }
+
+    #[test]
+    fn no_rate_means_no_limit_and_a_zero_burst_means_one() {
+        assert!(RateLimiter::new(0, 10, false).is_none());
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(60, 0, false, clock).expect("on");
+        let client: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(limiter.take(client).is_ok());
+        assert!(limiter.take(client).is_err());
+    }
+
+    #[test]
+    fn refilled_clients_are_forgotten_past_the_cap() {
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(60, 1, false, clock.clone()).expect("on");
+        for i in 0..MAX_TRACKED_CLIENTS as u32 {
+            assert!(limiter.take(IpAddr::from(i.to_be_bytes())).is_ok());
+        }
+        clock.advance(Duration::from_secs(2));
+        assert!(limiter.take("10.255.0.1".parse().unwrap()).is_ok());
+        assert!(limiter.buckets.len() < MAX_TRACKED_CLIENTS);
     }
 }

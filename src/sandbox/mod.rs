@@ -19,12 +19,18 @@ pub use namespaces::{NamespaceWalls, Namespaces};
 pub use plan::{plan_containment, ContainmentPlan, ContainmentSettings};
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
 use namespaces::PreparedNamespaces;
+use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::process::{
+    getpid, getppid, getrlimit, kill_process, kill_process_group, set_child_subreaper,
+    set_parent_process_death_signal, setrlimit, setsid, waitpid, Pid, Resource, Rlimit, Signal,
+    WaitOptions,
+};
 
 use tokio::process::Command;
 
@@ -48,24 +54,14 @@ impl ChildLimits {
     /// The server's own (soft) limits: what a probe uses to tell a limit's fault apart from
     /// another wall's.
     pub fn of_this_process() -> ChildLimits {
-        let current = |resource| {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: getrlimit fills the struct we pass.
-            if unsafe { libc::getrlimit(resource, &mut limit) } == 0 {
-                limit.rlim_cur
-            } else {
-                u64::MAX
-            }
-        };
+        // `None` is unlimited (RLIM_INFINITY), which setrlimit takes back as u64::MAX.
+        let current = |resource| getrlimit(resource).current.unwrap_or(u64::MAX);
         ChildLimits {
-            memory_bytes: current(libc::RLIMIT_AS),
+            memory_bytes: current(Resource::As),
             cpu_secs: None,
-            max_processes: current(libc::RLIMIT_NPROC),
-            file_size_bytes: current(libc::RLIMIT_FSIZE),
-            open_files: current(libc::RLIMIT_NOFILE),
+            max_processes: current(Resource::Nproc),
+            file_size_bytes: current(Resource::Fsize),
+            open_files: current(Resource::Nofile),
         }
     }
 }
@@ -145,7 +141,7 @@ struct ChildSetup {
     new_network: bool,
     namespaces: Option<PreparedNamespaces>,
     /// The server, which the child checks is still its parent.
-    parent: libc::pid_t,
+    parent: Pid,
 }
 
 impl ChildSetup {
@@ -160,17 +156,17 @@ impl ChildSetup {
             identity: containment.identity,
             new_network: containment.new_network,
             namespaces,
-            parent: std::process::id() as libc::pid_t,
+            parent: getpid(),
         })
     }
 
     fn apply(&self) -> io::Result<()> {
         // A new session makes the child the leader of a new process group whose id is its
         // pid, so `kill_group(pid)` reaches everything it starts (unless that calls setsid).
-        // SAFETY: setsid and unshare change only this forked process.
-        check(unsafe { libc::setsid() })?;
+        setsid()?;
         match &self.namespaces {
             Some(prepared) => namespaces::enter(prepared, self.new_network)?,
+            // SAFETY: unshare changes only this forked process.
             None if self.new_network => check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?,
             None => {}
         }
@@ -185,16 +181,18 @@ impl ChildSetup {
             namespaces::mount_own_proc()?;
         }
         let limits = self.limits;
-        set_limit(libc::RLIMIT_AS, limits.memory_bytes)?;
+        set_limit(Resource::As, limits.memory_bytes)?;
         if let Some(cpu) = limits.cpu_secs {
-            set_limit(libc::RLIMIT_CPU, cpu)?;
+            set_limit(Resource::Cpu, cpu)?;
         }
-        set_limit(libc::RLIMIT_NPROC, limits.max_processes)?;
-        set_limit(libc::RLIMIT_FSIZE, limits.file_size_bytes)?;
-        set_limit(libc::RLIMIT_NOFILE, limits.open_files)?;
-        set_limit(libc::RLIMIT_CORE, 0)?;
+        set_limit(Resource::Nproc, limits.max_processes)?;
+        set_limit(Resource::Fsize, limits.file_size_bytes)?;
+        set_limit(Resource::Nofile, limits.open_files)?;
+        set_limit(Resource::Core, 0)?;
         if let Some(identity) = self.identity {
-            // SAFETY: as above; the order (groups, gid, then uid) is the one that can succeed.
+            // libc's, not rustix's per-thread calls: they change the process's credentials.
+            // SAFETY: they change only this forked process; the order (groups, gid, then uid)
+            // is the one that can succeed.
             unsafe {
                 check(libc::setgroups(0, std::ptr::null()))?;
                 check(libc::setgid(identity.gid))?;
@@ -203,8 +201,7 @@ impl ChildSetup {
         }
         if in_pid_namespace {
             // Our parent is the stub (outside the namespace, so getppid says 0).
-            // SAFETY: prctl on this process's own state.
-            check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })
+            Ok(set_parent_process_death_signal(Some(Signal::KILL))?)
         } else {
             die_with_parent(self.parent)
         }
@@ -214,24 +211,25 @@ impl ChildSetup {
 /// If the server dies (even by kill -9), the child dies with it instead of running on. Set
 /// after any change of credentials (which clears it). If the server died before this point,
 /// the child already has another parent and stops here.
-fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
-    // SAFETY: prctl and getppid on the child's own process state.
-    unsafe {
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
-        if libc::getppid() != parent {
-            return Err(io::Error::other("the server went away"));
-        }
+fn die_with_parent(parent: Pid) -> io::Result<()> {
+    set_parent_process_death_signal(Some(Signal::KILL))?;
+    if getppid() != Some(parent) {
+        return Err(io::Error::other("the server went away"));
     }
     Ok(())
 }
 
-fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: value as libc::rlim_t,
-        rlim_max: value as libc::rlim_t,
-    };
-    // SAFETY: setrlimit reads the struct we pass.
-    check(unsafe { libc::setrlimit(resource, &limit) })
+/// Sets both the soft and the hard limit (`u64::MAX`: unlimited).
+fn set_limit(resource: Resource, value: u64) -> io::Result<()> {
+    let value = (value != u64::MAX).then_some(value);
+    setrlimit(
+        resource,
+        Rlimit {
+            current: value,
+            maximum: value,
+        },
+    )?;
+    Ok(())
 }
 
 /// Names a signal that ends children, with the limit it usually means (worded with the
@@ -240,22 +238,22 @@ pub use crate::learner_messages::describe_signal;
 
 /// Sends SIGKILL to the whole process group led by `leader_pid` (no effect when it is gone).
 pub fn kill_group(leader_pid: u32) {
-    if leader_pid == 0 || leader_pid > i32::MAX as u32 {
-        return;
+    if let Some(leader) = pid_of(leader_pid) {
+        let _ = kill_process_group(leader, Signal::KILL);
     }
-    // SAFETY: kill with a negative pid signals a process group; it has no memory effects.
-    unsafe {
-        libc::kill(-(leader_pid as i32), libc::SIGKILL);
-    }
+}
+
+/// A pid as the kernel takes it (`None` for 0 or one out of range).
+fn pid_of(pid: u32) -> Option<Pid> {
+    Pid::from_raw(i32::try_from(pid).ok()?)
 }
 
 /// Makes this process the reaper of its descendants' orphans: a process that a child left
 /// behind (a double fork, a daemon that called setsid) becomes our child instead of init's,
 /// so `reap_orphans` can find and end it. Called once by the server at start-up.
 pub fn become_subreaper() {
-    // SAFETY: prctl on this process's own attributes.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+    if let Err(err) = set_child_subreaper(Some(getpid())) {
+        tracing::warn!("cannot become the reaper of children's orphans: {err}");
     }
 }
 
@@ -274,15 +272,12 @@ pub fn reap_orphans(keep: &[u32]) -> usize {
         if orphans.is_empty() {
             break;
         }
-        for pid in orphans {
-            // SAFETY: signalling and reaping our own child, which no one else waits for
-            // (tokio waits only for the children it spawned, which `keep` names).
-            unsafe {
-                libc::kill(-(pid as i32), libc::SIGKILL);
-                libc::kill(pid as i32, libc::SIGKILL);
-                let mut status = 0;
-                libc::waitpid(pid as i32, &mut status, 0);
-            }
+        for pid in orphans.into_iter().filter_map(pid_of) {
+            // Our own child, which no one else waits for (tokio waits only for the children
+            // it spawned, which `keep` names).
+            let _ = kill_process_group(pid, Signal::KILL);
+            let _ = kill_process(pid, Signal::KILL);
+            let _ = waitpid(Some(pid), WaitOptions::empty());
             reaped += 1;
         }
     }
@@ -307,10 +302,7 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 
 /// A pipe (read end, write end), both close-on-exec.
 pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fresh descriptors, which the OwnedFds then own.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(pipe_with(PipeFlags::CLOEXEC)?)
 }
 
 /// Makes `fd` (an end of a `cloexec_pipe`) the child's descriptor `target`; the parent keeps

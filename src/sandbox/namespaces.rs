@@ -17,8 +17,14 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{mkdir, open, Mode, OFlags};
+use rustix::io::write;
+use rustix::mount::{mount, mount_bind, mount_change, MountFlags, MountPropagationFlags};
+use rustix::process::{set_dumpable_behavior, DumpableBehavior};
 
 /// What the namespaces hide, decided once at start-up (see `plan::plan_containment`).
 #[derive(Debug, Clone)]
@@ -153,17 +159,10 @@ fn mount_setattr(path: &CStr, recursive: bool, set: u64, clear: u64) -> io::Resu
 }
 
 fn write_file(path: &CStr, content: &CStr) -> io::Result<()> {
-    // SAFETY: open/write/close on a descriptor this function owns.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        check(fd)?;
-        let bytes = content.to_bytes();
-        let written = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-        let error = io::Error::last_os_error();
-        libc::close(fd);
-        if written != bytes.len() as isize {
-            return Err(error);
-        }
+    let file = open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let bytes = content.to_bytes();
+    if write(&file, bytes)? != bytes.len() {
+        return Err(io::Error::other("a short write"));
     }
     Ok(())
 }
@@ -206,8 +205,7 @@ pub fn enter(prepared: &PreparedNamespaces, new_network: bool) -> io::Result<()>
     // The server is not dumpable (its /proc files belong to root then), which the fork
     // inherited; our own map files must be ours to write. exec resets it anyway, and no
     // process that could read this copy of the server can see it from inside a namespace.
-    // SAFETY: prctl on this process's own state.
-    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) })?;
+    set_dumpable_behavior(DumpableBehavior::Dumpable)?;
     write_file(c"/proc/self/setgroups", c"deny")?;
     write_file(c"/proc/self/uid_map", &prepared.uid_map)?;
     write_file(c"/proc/self/gid_map", &prepared.gid_map)?;
@@ -220,83 +218,50 @@ pub fn enter(prepared: &PreparedNamespaces, new_network: bool) -> io::Result<()>
 /// In the namespace's first process: a `/proc` of the new PID namespace over the old one, so
 /// the child sees only its own processes.
 pub fn mount_own_proc() -> io::Result<()> {
-    // SAFETY: a mount in this process's own mount namespace.
-    check(unsafe {
-        libc::mount(
-            c"proc".as_ptr(),
-            c"/proc".as_ptr(),
-            c"proc".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        )
-    })
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    Ok(mount(c"proc", c"/proc", c"proc", flags, None::<&CStr>)?)
 }
 
 fn build_walls(walls: &PreparedWalls) -> io::Result<()> {
-    // SAFETY (every call below): mount-namespace operations on this process's own new mount
-    // namespace, with strings prepared before the fork.
-    unsafe {
-        check(libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ))?;
-        // Keep a handle on the child's own folder, cover the scratch folder (the other
-        // children's folders) with an empty tmpfs, and bind the folder back in it.
-        let own = libc::open(
-            walls.work_dir.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        );
-        check(own)?;
-        check(libc::mount(
-            c"tmpfs".as_ptr(),
-            walls.scratch.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            c"mode=0755,size=64k".as_ptr().cast(),
-        ))?;
-        check(libc::mkdir(walls.work_dir.as_ptr(), 0o700))?;
-        let mut buffer = [0u8; 64];
-        let source = fd_path(own, &mut buffer);
-        check(libc::mount(
-            source.as_ptr(),
-            walls.work_dir.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        ))?;
-        libc::close(own);
-        // A database folder goes under a tmpfs nobody may enter (mode 0); single database
-        // files under a file nobody may open, made in the scratch cover.
-        for folder in &walls.hidden_folders {
-            check(libc::mount(
-                c"tmpfs".as_ptr(),
-                folder.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                c"mode=0000,size=4k".as_ptr().cast(),
-            ))?;
-        }
-        if !walls.hidden_files.is_empty() {
-            let cover = libc::open(
-                walls.file_cover.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-                0,
-            );
-            check(cover)?;
-            libc::close(cover);
-        }
-        for file in &walls.hidden_files {
-            check(libc::mount(
-                walls.file_cover.as_ptr(),
-                file.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))?;
-        }
+    // Every call below works in this process's own new mount namespace, with strings
+    // prepared before the fork (rustix passes a `&CStr` as it is: nothing is allocated).
+    mount_change(
+        c"/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )?;
+    // Keep a handle on the child's own folder, cover the scratch folder (the other children's
+    // folders) with an empty tmpfs, and bind the folder back in it.
+    let own = open(
+        &*walls.work_dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let tmpfs = MountFlags::NOSUID | MountFlags::NODEV;
+    mount(
+        c"tmpfs",
+        &*walls.scratch,
+        c"tmpfs",
+        tmpfs,
+        c"mode=0755,size=64k",
+    )?;
+    mkdir(&*walls.work_dir, Mode::RWXU)?;
+    let mut buffer = [0u8; 64];
+    mount_bind(fd_path(own.as_raw_fd(), &mut buffer), &*walls.work_dir)?;
+    drop(own);
+    // A database folder goes under a tmpfs nobody may enter (mode 0); single database files
+    // under a file nobody may open, made in the scratch cover.
+    for folder in &walls.hidden_folders {
+        mount(c"tmpfs", &**folder, c"tmpfs", tmpfs, c"mode=0000,size=4k")?;
+    }
+    if !walls.hidden_files.is_empty() {
+        open(
+            &*walls.file_cover,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+    }
+    for file in &walls.hidden_files {
+        mount_bind(&*walls.file_cover, &**file)?;
     }
     // Everything read-only (and no set-uid programs), then the own folder writable again.
     mount_setattr(c"/", true, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0)?;

@@ -7,366 +7,21 @@
 //! directory in the scratch folder (SCRATCH_DIR, chosen by each test) but those of the live
 //! engine and of the interpreter the server starts ahead of the next Python job.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use metta_learner_backend::learner_messages::{ENGINE_DIED, TIME_LIMIT};
 use serde_json::{json, Value};
 
-use crate::support::{wait_until_running, TestServer};
-
-/// The deadline of every job in these tests, in seconds.
-const RUN_TIMEOUT_SECS: u64 = 2;
-
-/// How long to wait for the service to end what a job left behind.
-const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
-
-// ----- local helpers ------------------------------------------------------------------------
-
-static NEXT_UID: AtomicU32 = AtomicU32::new(0);
-
-/// The file by which the server marks its scratch folder as its own.
-const SCRATCH_MARKER: &str = ".metta-learner-scratch";
-
-/// A pair of uids no other test (of this run or of a concurrent one) uses, so a test can find
-/// its children by uid and a fork bomb's RLIMIT_NPROC counts only its own processes.
-pub(crate) fn fresh_uids() -> ([u32; 2], u32) {
-    let slot = NEXT_UID.fetch_add(3, Ordering::SeqCst) % 99;
-    let base = 40_000 + (std::process::id() % 250) * 100 + slot;
-    ([base, base + 1], base + 2)
-}
-
-/// A number no other process on this machine has in its command line.
-fn unique_number() -> u64 {
-    800_000_000 + (uuid::Uuid::new_v4().as_u128() % 100_000_000) as u64
-}
-
-/// A MeTTa program that runs `python` with `exec` inside the engine.
-pub(crate) fn metta_exec(python: &str) -> String {
-    assert!(
-        !python.contains('\\'),
-        "keep backslashes out of Python run through MeTTa strings"
-    );
-    let escaped = python.replace('"', "\\\"").replace('\n', "\\n");
-    format!("!((py-atom exec) \"{escaped}\")")
-}
-
-/// A Python string literal (a JSON string is one, for the plain paths and words used here).
-pub(crate) fn py_str(text: &str) -> String {
-    serde_json::to_string(text).expect("string literal")
-}
-
-#[derive(Debug)]
-struct ProcessInfo {
-    pid: u32,
-    uid: u32,
-    ppid: u32,
-    state: String,
-    cmdline: String,
-    /// Its working directory (`… (deleted)` once removed).
-    cwd: PathBuf,
-}
-
-impl ProcessInfo {
-    fn is_running(&self) -> bool {
-        !(self.state.starts_with('Z') || self.state.starts_with('X'))
-    }
-}
-
-/// Every process on the machine, from /proc.
-fn processes() -> Vec<ProcessInfo> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find_map(|line| line.strip_prefix(name))
-                    .map(|value| value.trim().to_string())
-            };
-            let uid = field("Uid:")?.split_whitespace().next()?.parse().ok()?;
-            let ppid = field("PPid:")?.parse().ok()?;
-            let state = field("State:")?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
-                .unwrap_or_default();
-            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-            Some(ProcessInfo {
-                pid,
-                uid,
-                ppid,
-                state,
-                cmdline,
-                cwd,
-            })
-        })
-        .collect()
-}
-
-/// Kills processes a test caused and found left over (so a failing test does not leave them
-/// running for the next ones), by pid.
-fn kill_all(leftovers: &[ProcessInfo]) {
-    for process in leftovers {
-        // SAFETY: signalling a process; no memory effects.
-        unsafe {
-            libc::kill(process.pid as i32, libc::SIGKILL);
-        }
-    }
-}
-
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|value| value.parse().ok())
-        .expect("VmRSS")
-}
-
-/// A server whose children run under uids of their own and whose scratch folder the test
-/// chose, so it can tell what a job left behind.
-struct Sandbox {
-    // Declared first: dropped (killed) before its scratch folder is removed.
-    server: TestServer,
-    scratch: PathBuf,
-    /// Python jobs alternate between CHILD_UID and CHILD_ALT_UID.
-    python_uids: [u32; 2],
-    engine_uid: u32,
-    _scratch_parent: tempfile::TempDir,
-}
-
-impl Sandbox {
-    async fn start(extra: &[(&str, &str)]) -> Sandbox {
-        use std::os::unix::fs::PermissionsExt;
-        let parent = tempfile::Builder::new()
-            .prefix("mlb-hostile-")
-            .tempdir()
-            .expect("scratch parent");
-        // Children must be able to pass through to their own folder in the scratch folder.
-        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o711))
-            .expect("chmod scratch parent");
-        let scratch = parent.path().join("scratch");
-        let (python_uids, engine_uid) = fresh_uids();
-        let scratch_text = scratch.display().to_string();
-        let python_uid_text = python_uids[0].to_string();
-        let python_alt_uid_text = python_uids[1].to_string();
-        let engine_uid_text = engine_uid.to_string();
-        let timeout_text = RUN_TIMEOUT_SECS.to_string();
-        let mut env: Vec<(&str, &str)> = vec![
-            ("RUN_TIMEOUT_SECS", &timeout_text),
-            ("SCRATCH_DIR", &scratch_text),
-            ("CHILD_UID", &python_uid_text),
-            ("CHILD_ALT_UID", &python_alt_uid_text),
-            ("ENGINE_UID", &engine_uid_text),
-            ("ENGINE_KILL_GRACE_MS", "500"),
-        ];
-        env.extend_from_slice(extra);
-        let server = TestServer::start_with(&env).await;
-        let logs = server.logs();
-        let containment_warnings: Vec<&str> = logs
-            .lines()
-            .filter(|line| line.contains("containment:"))
-            .collect();
-        assert!(
-            containment_warnings.is_empty(),
-            "these tests run as root, where every measure applies; the server warned:\n{}",
-            containment_warnings.join("\n")
-        );
-        let sandbox = Sandbox {
-            server,
-            scratch,
-            python_uids,
-            engine_uid,
-            _scratch_parent: parent,
-        };
-        sandbox.wait_for_engine().await;
-        sandbox
-    }
-
-    /// Waits until the engine runs in its folder in the scratch folder (which proves the
-    /// server uses SCRATCH_DIR, so the scratch checks are not vacuous); returns its pid.
-    async fn wait_for_engine(&self) -> u32 {
-        let started = Instant::now();
-        loop {
-            if let Some(pid) = self.server.engine_pid() {
-                let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-                if cwd.parent() == Some(self.scratch.as_path()) {
-                    return pid;
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no engine runs in a folder of SCRATCH_DIR={}; server log:\n{}",
-                self.scratch.display(),
-                self.server.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn python(&self, code: &str) -> Value {
-        self.server
-            .run(json!({"language": "python", "code": code}))
-            .await
-    }
-
-    async fn metta(&self, code: &str) -> Value {
-        self.server.metta("hostile", code).await
-    }
-
-    /// Runs a job and says how long the client waited for its final state.
-    async fn timed(&self, body: Value) -> (Value, Duration) {
-        let started = Instant::now();
-        let job = self.server.run(body).await;
-        (job, started.elapsed())
-    }
-
-    /// The next jobs of both languages run normally.
-    async fn assert_next_jobs_run(&self) {
-        let job = self.python("print(6 * 7)").await;
-        assert_eq!(
-            job["status"], "succeeded",
-            "the next Python job must run normally: {job}"
-        );
-        assert_eq!(job["result"], "42\n", "the next Python job's output: {job}");
-        let job = self.metta("!(+ 40 2)").await;
-        assert_eq!(
-            job["status"], "succeeded",
-            "the next MeTTa job must run normally: {job}"
-        );
-        assert_eq!(
-            job["result"], "[42]\n",
-            "the next MeTTa job's result: {job}"
-        );
-    }
-
-    /// Whether `process` looks like the interpreter the server starts ahead of the next
-    /// Python job: a child of the server, of the Python uid, working in a live folder of the
-    /// scratch folder, with no marker of a test's job in its command line.
-    fn is_waiting_interpreter(&self, process: &ProcessInfo, markers: &[&str]) -> bool {
-        self.python_uids.contains(&process.uid)
-            && process.ppid == self.server.pid()
-            && process.cwd.parent() == Some(self.scratch.as_path())
-            && process.cwd.is_dir()
-            && !markers
-                .iter()
-                .any(|marker| process.cmdline.contains(marker))
-    }
-
-    /// What this server's children left: running processes of the Python uids (but the
-    /// interpreters waiting for the next jobs: at most two, under different uids), of the
-    /// engine uid (but the live engine), or with one of `markers` in their command line; and
-    /// entries of the scratch folder other than the working directories of the live engine
-    /// and of the waiting interpreters.
-    fn leftovers(&self, markers: &[&str]) -> (Vec<ProcessInfo>, Vec<String>) {
-        let engine = self.server.engine_pid();
-        let running: Vec<ProcessInfo> = processes()
-            .into_iter()
-            .filter(ProcessInfo::is_running)
-            .collect();
-        let waiting: Vec<&ProcessInfo> = running
-            .iter()
-            .filter(|process| self.is_waiting_interpreter(process, markers))
-            .collect();
-        // The server keeps two interpreters started ahead, and they alternate uids: two
-        // waiting under one uid would let a job reach the next learner's interpreter.
-        let waiting: Vec<(u32, std::path::PathBuf)> = match waiting.as_slice() {
-            [one] => vec![(one.pid, one.cwd.clone())],
-            [one, two] if one.uid != two.uid => {
-                vec![(one.pid, one.cwd.clone()), (two.pid, two.cwd.clone())]
-            }
-            _ => Vec::new(),
-        };
-        let waiting_pids: Vec<u32> = waiting.iter().map(|(pid, _)| *pid).collect();
-        let stray: Vec<ProcessInfo> = running
-            .into_iter()
-            .filter(|process| {
-                (self.python_uids.contains(&process.uid) && !waiting_pids.contains(&process.pid))
-                    || (process.uid == self.engine_uid && Some(process.pid) != engine)
-                    || markers
-                        .iter()
-                        .any(|marker| process.cmdline.contains(marker))
-            })
-            .collect();
-        let engine_dir = engine.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
-        let kept: Vec<String> = engine_dir
-            .into_iter()
-            .chain(waiting.into_iter().map(|(_, cwd)| cwd))
-            .filter_map(|dir| {
-                dir.file_name()
-                    .map(|name| name.to_string_lossy().into_owned())
-            })
-            .collect();
-        let entries: Vec<String> = std::fs::read_dir(&self.scratch)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        // The marker that says the folder is the server's own stays for the server's life.
-        let extra_entries = entries
-            .into_iter()
-            .filter(|name| !kept.contains(name) && name != SCRATCH_MARKER)
-            .collect();
-        (stray, extra_entries)
-    }
-
-    /// Waits (a bounded while: the worker ends leftovers just after the job's result is
-    /// stored) until the job left nothing behind; kills what is still there and fails if not.
-    async fn assert_nothing_left(&self, markers: &[&str], job: &Value) {
-        let started = Instant::now();
-        loop {
-            let (stray, entries) = self.leftovers(markers);
-            if stray.is_empty() && entries.is_empty() {
-                return;
-            }
-            if started.elapsed() > CLEANUP_LIMIT {
-                kill_all(&stray);
-                panic!(
-                    "{CLEANUP_LIMIT:?} after the job, it left processes {stray:#?} and scratch entries {entries:?} in {} (only the folders of the live engine and of the two interpreters waiting for the next jobs, under different uids, may remain); the job: {job}",
-                    self.scratch.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn server_port(&self) -> u16 {
-        self.server
-            .base
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.parse().ok())
-            .expect("port in base")
-    }
-}
-
-pub(crate) fn text(job: &Value, field: &str) -> String {
-    job[field].as_str().unwrap_or_default().to_string()
-}
-
-pub(crate) fn assert_status(job: &Value, status: &str, what: &str) {
-    assert_eq!(job["status"], status, "{what}: {job}");
-    if status != "succeeded" {
-        assert!(
-            !text(job, "error").trim().is_empty(),
-            "{what}: a {status} job must say why: {job}"
-        );
-        assert_eq!(
-            job["errorKind"], "code",
-            "{what}: the learner's code is at fault: {job}"
-        );
-    }
-}
+use crate::support::hostile::probes::{
+    assert_database_unread, assert_no_connection, assert_secret_unseen, database_probe,
+    environment_probe, metta_exec, network_probe,
+};
+use crate::support::hostile::processes::{
+    kill_all, processes, resident_kib, survivors, unique_number, walk, ProcessInfo,
+};
+use crate::support::hostile::sandbox::{Sandbox, RUN_TIMEOUT_SECS};
+use crate::support::{assert_status, is_final_status, text, wait_until_running};
 
 // ----- fork bombs ---------------------------------------------------------------------------
 
@@ -496,13 +151,6 @@ async fn metta_memory_bomb_is_refused_and_the_engine_goes_on() {
     );
     sandbox.assert_nothing_left(&[], &job).await;
     sandbox.assert_next_jobs_run().await;
-}
-
-fn is_final_status(job: &Value) -> bool {
-    matches!(
-        job["status"].as_str(),
-        Some("succeeded" | "failed" | "timed_out")
-    )
 }
 
 // ----- endless output -----------------------------------------------------------------------
@@ -687,21 +335,6 @@ async fn metta_huge_file_is_stopped() {
     );
     sandbox.assert_nothing_left(&[], &job).await;
     sandbox.assert_next_jobs_run().await;
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                found.extend(walk(&path));
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 // ----- background processes -----------------------------------------------------------------
@@ -896,78 +529,6 @@ async fn metta_daemon_killing_every_process_it_can_does_not_break_the_next_job()
 
 // ----- the server's secrets -----------------------------------------------------------------
 
-/// Python that prints what a child can learn of the server's environment.
-pub(crate) fn environment_probe(server_pid: u32) -> String {
-    format!(
-        "import json, os
-print('KEYS', json.dumps(sorted(os.environ)))
-print('VALUES', json.dumps(dict(os.environ)))
-for name, pid in (('parent', os.getppid()), ('init', 1), ('server', {server_pid})):
-    path = '/proc/%d/environ' % pid
-    try:
-        with open(path, 'rb') as f:
-            print('READ', name, path, f.read())
-    except OSError as e:
-        print('DENIED', name, path, type(e).__name__)
-me = os.getpid()
-for entry in os.listdir('/proc'):
-    if entry.isdigit() and int(entry) != me:
-        try:
-            with open('/proc/%s/environ' % entry, 'rb') as f:
-                print('READABLE', entry, f.read())
-        except OSError:
-            pass
-print('probe done')"
-    )
-}
-
-const ALLOWED_ENV: [&str; 6] = [
-    "HOME",
-    "LANG",
-    "PATH",
-    "PYTHONDONTWRITEBYTECODE",
-    "PYTHONIOENCODING",
-    "TMPDIR",
-];
-
-pub(crate) fn assert_secret_unseen(job: &Value, secret: &str, what: &str) {
-    let output = text(job, "output");
-    assert!(
-        output.contains("probe done"),
-        "{what}: the probe ran to its end: {job}"
-    );
-    let everything = job.to_string();
-    assert!(
-        !everything.contains(secret),
-        "{what}: the job saw the server's INSTRUCTOR_TOKEN: {job}"
-    );
-    for name in ["INSTRUCTOR_TOKEN", "DATABASE_URL", "sqlite://"] {
-        assert!(
-            !everything.contains(name),
-            "{what}: the job saw {name} of the server's environment: {job}"
-        );
-    }
-    let keys_line = output
-        .lines()
-        .find_map(|line| line.strip_prefix("KEYS "))
-        .unwrap_or_else(|| panic!("{what}: no KEYS line: {job}"));
-    let keys: Vec<String> = serde_json::from_str(keys_line).expect("keys JSON");
-    for key in &keys {
-        assert!(
-            ALLOWED_ENV.contains(&key.as_str()),
-            "{what}: the child's environment has {key}, beyond {ALLOWED_ENV:?}: {job}"
-        );
-    }
-    for name in ["parent", "server"] {
-        assert!(
-            output
-                .lines()
-                .any(|line| line.starts_with(&format!("DENIED {name} "))),
-            "{what}: reading the {name}'s /proc/PID/environ must be refused: {job}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn python_cannot_read_the_server_environment() {
     // Arrange
@@ -1000,54 +561,6 @@ async fn metta_cannot_read_the_server_environment() {
     assert_secret_unseen(&job, &secret, "MeTTa code");
     sandbox.assert_nothing_left(&[], &job).await;
     sandbox.assert_next_jobs_run().await;
-}
-
-/// Python that tries to read the database file, its journal files and its folder.
-pub(crate) fn database_probe(database: &Path) -> String {
-    let file = database.display().to_string();
-    let folder = database.parent().expect("folder").display().to_string();
-    format!(
-        "import os
-for path in ({file}, {file} + '-wal', {file} + '-shm'):
-    try:
-        with open(path, 'rb') as f:
-            print('READ', path, f.read(16))
-    except OSError as e:
-        print('DENIED', path, type(e).__name__)
-try:
-    print('READ', {folder}, os.listdir({folder}))
-except OSError as e:
-    print('DENIED', {folder}, type(e).__name__)
-print('probe done')",
-        file = py_str(&file),
-        folder = py_str(&folder),
-    )
-}
-
-pub(crate) fn assert_database_unread(job: &Value, database: &Path, what: &str) {
-    let output = text(job, "output");
-    assert!(
-        output.contains("probe done"),
-        "{what}: the probe ran to its end: {job}"
-    );
-    assert!(
-        !output.lines().any(|line| line.starts_with("READ")),
-        "{what}: the job read the database or its folder: {job}"
-    );
-    // A MeTTa session's process has a private /tmp, so a database under /tmp (the tests')
-    // is not even there for it.
-    let errors: &[&str] = if what.starts_with("MeTTa") {
-        &["PermissionError", "FileNotFoundError"]
-    } else {
-        &["PermissionError"]
-    };
-    let denied = errors
-        .iter()
-        .any(|error| output.contains(&format!("DENIED {} {error}", database.display())));
-    assert!(
-        denied,
-        "{what}: opening the database file must raise PermissionError (or, from a private /tmp, FileNotFoundError): {job}"
-    );
 }
 
 #[tokio::test]
@@ -1084,42 +597,6 @@ async fn metta_cannot_read_the_database() {
 }
 
 // ----- network ------------------------------------------------------------------------------
-
-/// Python that tries to connect to the server's own port and to other addresses.
-pub(crate) fn network_probe(port: u16) -> String {
-    format!(
-        "import socket
-targets = [('127.0.0.1', {port}), ('localhost', {port}), ('127.0.0.1', 22), ('1.1.1.1', 53)]
-for host, port in targets:
-    try:
-        s = socket.create_connection((host, port), timeout=2)
-        print('CONNECTED', host, port)
-        s.close()
-    except OSError as e:
-        print('BLOCKED', host, port, type(e).__name__, e)
-print('probe done')"
-    )
-}
-
-pub(crate) fn assert_no_connection(job: &Value, what: &str) {
-    let output = text(job, "output");
-    assert!(
-        output.contains("probe done"),
-        "{what}: the probe ran to its end: {job}"
-    );
-    assert!(
-        !output.contains("CONNECTED"),
-        "{what}: the job opened a connection: {job}"
-    );
-    assert_eq!(
-        output
-            .lines()
-            .filter(|line| line.starts_with("BLOCKED"))
-            .count(),
-        4,
-        "{what}: every connection is refused or unreachable: {job}"
-    );
-}
 
 #[tokio::test]
 async fn python_cannot_open_network_connections() {
@@ -1327,21 +804,6 @@ async fn metta_python_recursion_past_the_c_stack_ends_with_a_clear_status() {
 }
 
 // ----- the server dies ----------------------------------------------------------------------
-
-/// Waits until `pids` are gone (or zombies); returns those still running after `limit`.
-async fn survivors(pids: &[u32], limit: Duration) -> Vec<ProcessInfo> {
-    let started = Instant::now();
-    loop {
-        let alive: Vec<ProcessInfo> = processes()
-            .into_iter()
-            .filter(|process| process.is_running() && pids.contains(&process.pid))
-            .collect();
-        if alive.is_empty() || started.elapsed() > limit {
-            return alive;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_running_python_job_dies_with_the_server() {

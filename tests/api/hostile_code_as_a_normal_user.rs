@@ -6,83 +6,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
-use crate::hostile_code::{
-    assert_database_unread, assert_no_connection, assert_secret_unseen, assert_status,
-    database_probe, environment_probe, metta_exec, network_probe, py_str, text,
+use crate::support::hostile::normal_user::{
+    assert_fails_closed, assert_still_serving, metta, normal_user_server, python,
+    server_on_a_refusing_host, server_user,
 };
-use crate::support::TestServer;
-
-/// The normal user the server runs as in this suite.
-const SERVER_USER: &str = "mlb-server";
-
-/// The uid and gid of `SERVER_USER`, created (a system user without a home) when missing.
-fn server_user() -> (u32, u32) {
-    static USER: OnceLock<(u32, u32)> = OnceLock::new();
-    *USER.get_or_init(|| {
-        // SAFETY: geteuid only reads this process's credentials.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "this suite starts the server as another user, which needs root (CI runs as root)"
-        );
-        let id = |flag: &str| {
-            std::process::Command::new("id")
-                .args([flag, SERVER_USER])
-                .output()
-                .ok()
-                .filter(|output| output.status.success())
-                .and_then(|output| String::from_utf8(output.stdout).ok())
-                .and_then(|text| text.trim().parse::<u32>().ok())
-        };
-        if id("-u").is_none() {
-            let status = std::process::Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                ])
-                .arg(SERVER_USER)
-                .status()
-                .expect("run useradd");
-            assert!(status.success(), "useradd {SERVER_USER} failed: {status}");
-        }
-        (
-            id("-u").expect("the server user's uid"),
-            id("-g").expect("the server user's gid"),
-        )
-    })
-}
-
-/// A server run as `SERVER_USER`, with its database in a folder that user owns.
-async fn normal_user_server(env: &[(&str, &str)]) -> TestServer {
-    let server = TestServer::start_as(Some(server_user()), env).await;
-    let (status, health) = server.get("/health").await;
-    assert_eq!(status, 200, "{health}");
-    assert_eq!(
-        health["status"],
-        "ok",
-        "this host allows the namespaces, so the server must not be degraded: {health}\n{}",
-        server.logs()
-    );
-    server
-}
-
-async fn python(server: &TestServer, code: &str) -> Value {
-    server
-        .run(json!({"language": "python", "code": code}))
-        .await
-}
-
-async fn metta(server: &TestServer, code: &str) -> Value {
-    server
-        .run(json!({"language": "metta", "code": code, "sessionId": "hostile"}))
-        .await
-}
+use crate::support::hostile::probes::{
+    assert_database_unread, assert_no_connection, assert_secret_unseen, database_probe,
+    environment_probe, metta_exec, network_probe, py_str,
+};
+use crate::support::{assert_status, text, TestServer};
 
 /// Python that tries to signal the server (and every process it may signal).
 fn signal_probe(server_pid: u32) -> String {
@@ -124,12 +59,6 @@ fn assert_server_unsignalled(server: &TestServer, job: &Value, what: &str) {
         std::path::Path::new(&format!("/proc/{}", server.pid())).exists(),
         "{what}: the server is gone"
     );
-}
-
-async fn assert_still_serving(server: &TestServer) {
-    let next = python(server, "print('still here')").await;
-    assert_eq!(next["status"], "succeeded", "{next}");
-    assert_eq!(next["output"], "still here\n", "{next}");
 }
 
 #[tokio::test]
@@ -263,87 +192,6 @@ async fn as_a_normal_user_learners_code_cannot_open_network_connections() {
 }
 
 // ----- a host that refuses the namespaces -------------------------------------------------------
-
-/// Runs its arguments (from the fourth on) as uid `argv[1]`, gid `argv[2]`, inside a user
-/// namespace whose kernel refuses any further user namespace (`user.max_user_namespaces` is
-/// 0 there), as a host that forbids unprivileged user namespaces does. The command dies with
-/// this wrapper.
-const REFUSING_HOST: &str = r#"
-import ctypes, os, sys
-CLONE_NEWUSER = 0x10000000
-libc = ctypes.CDLL(None, use_errno=True)
-uid, gid, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-ready_r, ready_w = os.pipe()
-mapped_r, mapped_w = os.pipe()
-pid = os.fork()
-if pid == 0:
-    os.close(ready_r); os.close(mapped_w)
-    if libc.unshare(CLONE_NEWUSER) != 0:
-        os._exit(90)
-    os.write(ready_w, b"u")
-    os.read(mapped_r, 1)
-    with open("/proc/sys/user/max_user_namespaces", "w") as f:
-        f.write("0")
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    libc.prctl(1, 9)
-    os.execv(argv[0], argv)
-os.close(ready_w); os.close(mapped_r)
-os.read(ready_r, 1)
-for name in ("uid_map", "gid_map"):
-    with open("/proc/%d/%s" % (pid, name), "w") as f:
-        f.write("0 0 4294967295")
-os.write(mapped_w, b"m")
-_, status = os.waitpid(pid, 0)
-sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
-"#;
-
-/// A server run as `SERVER_USER` on a host that refuses it user namespaces.
-async fn server_on_a_refusing_host(env: &[(&str, &str)]) -> (TestServer, tempfile::TempDir) {
-    let (uid, gid) = server_user();
-    let wrapper_dir = tempfile::tempdir().expect("wrapper folder");
-    let wrapper = wrapper_dir.path().join("refusing_host.py");
-    std::fs::write(&wrapper, REFUSING_HOST).expect("write the wrapper");
-    let launcher = vec![
-        "python3".to_string(),
-        wrapper.display().to_string(),
-        uid.to_string(),
-        gid.to_string(),
-    ];
-    let server = TestServer::start_via(Some((uid, gid)), launcher, env).await;
-    (server, wrapper_dir)
-}
-
-async fn assert_fails_closed(server: &TestServer, naming: &[&str]) {
-    let (status, health) = server.get("/health").await;
-    assert_eq!(status, 200, "{health}");
-    assert_eq!(health["status"], "degraded", "{health}\n{}", server.logs());
-    let reason = health["reason"].as_str().unwrap_or_default();
-    for word in naming {
-        assert!(
-            reason.contains(word),
-            "the reason must say {word:?}: {reason}"
-        );
-    }
-    let python_job = python(server, "print('ran')").await;
-    let metta_job = metta(server, "!(+ 1 2)").await;
-    for job in [&python_job, &metta_job] {
-        assert_eq!(job["status"], "failed", "{job}");
-        assert_eq!(job["errorKind"], "service", "{job}");
-        assert!(
-            !job["output"].as_str().unwrap_or_default().contains("ran"),
-            "{job}"
-        );
-        assert!(
-            job["error"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(naming[0]),
-            "the job says why: {job}"
-        );
-    }
-}
 
 #[tokio::test]
 async fn as_a_normal_user_on_a_host_refusing_namespaces_the_network_wall_fails_closed() {

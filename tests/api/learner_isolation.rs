@@ -10,8 +10,8 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::hostile_code::{assert_status, fresh_uids, text};
-use crate::support::TestServer;
+use crate::support::hostile::processes::fresh_uids;
+use crate::support::{assert_status, text, TestServer};
 
 /// A server whose Python jobs and engine run under uids no other test uses: the attacks below
 /// kill and trace whatever their uid may reach, which must be this server's children only.

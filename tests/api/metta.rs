@@ -14,7 +14,9 @@ use metta_learner_backend::learner_messages::{
 };
 use serde_json::{json, Value};
 
-use crate::support::{bang_count, direct_hyperon_run, last_lines, Rng, TestServer};
+use crate::support::{
+    bang_count, direct_hyperon_run, last_lines, send_signal, Rng, Signal, TestServer,
+};
 
 // ----- helpers ----------------------------------------------------------------------------
 
@@ -99,9 +101,10 @@ fn cells(history: &[(&str, &str)]) -> Vec<(String, String)> {
 /// Sends SIGKILL to the server's engine child and waits until it is gone; returns its pid.
 async fn kill_engine(server: &TestServer) -> u32 {
     let pid = wait_for_engine(server, None).await;
-    // SAFETY: sending a signal to a process this test's server started.
-    let sent = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    assert_eq!(sent, 0, "could not kill the engine {pid}");
+    assert!(
+        send_signal(pid, Signal::KILL),
+        "could not kill the engine {pid}"
+    );
     let started = Instant::now();
     while server.engine_pid() == Some(pid) {
         assert!(

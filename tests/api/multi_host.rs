@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{direct_hyperon_run, is_final, psql, PostgresDatabase, Rng, TestServer};
+use crate::support::{
+    direct_hyperon_run, is_final, now_timestamp, psql, PostgresDatabase, Rng, TestServer,
+};
 
 const HOSTS: usize = 3;
 const CLIENTS: usize = 100;
@@ -40,10 +42,6 @@ const JOBS_PER_CLIENT: usize = 20;
 const SESSIONS: usize = 30;
 const LEASE_SECS: u64 = 5;
 const WAIT_SECS: u64 = 10;
-
-fn now_timestamp() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
 
 /// The record of every status change, kept by the database itself.
 const RECORDER: &str = r#"
