@@ -10,7 +10,8 @@
 //! - `probe_python` (the start-up probe of `PYTHON`) and `load_engine_driver` (the engine's
 //!   `driver.py` in this process), for the in-process figures.
 //!
-//! Nothing here is used by the server itself, and nothing here may change what it does.
+//! The server never calls the two items defined here (the other two are its own functions,
+//! re-exported), and nothing here may change what the server does.
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,6 +46,7 @@ impl SupervisedEngine {
         sys_path: Vec<String>,
         scratch: &Path,
     ) -> anyhow::Result<SupervisedEngine> {
+        // The engine subcommand's own defaults, and bounds no benchmark run comes near.
         let mut supervisor = EngineSupervisor::new(EngineSettings {
             executable: server_binary.to_path_buf(),
             sys_path,
@@ -113,15 +115,13 @@ impl SupervisedEngine {
             success_generation: 1,
         };
         let mut outcome = None;
+        let mut keep_outcome = |outcomes: Vec<(usize, MettaRunOutcome)>| {
+            outcome = outcomes.into_iter().next().map(|(_, outcome)| outcome);
+            std::future::ready(())
+        };
         let end = self
             .supervisor
-            .run_batch(std::slice::from_ref(&request), &mut |outcomes: Vec<(
-                usize,
-                MettaRunOutcome,
-            )>| {
-                outcome = outcomes.into_iter().next().map(|(_, outcome)| outcome);
-                std::future::ready(())
-            })
+            .run_batch(std::slice::from_ref(&request), &mut keep_outcome)
             .await;
         match (end, outcome) {
             (BatchEnd::Completed, Some(MettaRunOutcome::Answered { response, .. }))
@@ -220,5 +220,36 @@ fn succeeded_like_metta_py(code: &str) -> JobOutcome {
         stdout: Some(String::new()),
         stderr: Some(String::new()),
         ..JobOutcome::succeeded_with(format!("[{sum}]\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobStatus;
+
+    #[tokio::test]
+    async fn filled_jobs_are_finished_runs_with_their_sessions_histories() {
+        // Arrange
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let database = folder.path().join("filled.db");
+
+        // Act: 10 jobs over 3 sessions, in rounds of 3.
+        fill_with_finished_jobs(&database, 10, 3)
+            .await
+            .expect("filled");
+
+        // Assert
+        let store = Store::open(&database, Durability::Normal)
+            .await
+            .expect("opened");
+        let counts = store.queue_counts().await.expect("counts");
+        assert_eq!(counts.count(JobStatus::Succeeded), 10);
+        assert_eq!(counts.count(JobStatus::Queued), 0);
+        assert_eq!(counts.count(JobStatus::Running), 0);
+        let first = SessionId::parse("learner-0").expect("session id");
+        assert_eq!(store.history_length(&first).await.expect("history"), 4);
+        let last = SessionId::parse("learner-2").expect("session id");
+        assert_eq!(store.history_length(&last).await.expect("history"), 3);
     }
 }

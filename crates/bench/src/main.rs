@@ -10,8 +10,8 @@
 //!    SQLite file (`PORT=0`, `RATE_LIMIT_PER_MINUTE=0`, `SCRATCH_DIR` in the benchmark's
 //!    temporary folder so nothing is left behind, other settings default), for
 //!    `POST /api/v1/jobs?wait=30` and for the legacy `POST /run-metta`, at 1 and 32 concurrent
-//!    clients (the clients share a class of 64 sessions, a fresh `codeId` per job as the playground
-//!    site sends, an untimed warm-up job in each session first);
+//!    clients (the clients share a class of 64 sessions, a fresh `codeId` per job as the
+//!    playground site sends, an untimed warm-up job in each session first);
 //! 3. service throughput / raw throughput, and the p50 per job at 1 client against the raw p50
 //!    (as a ratio, and as the overhead in ms);
 //! 4. a bare `.venv/bin/python -I -c "print(1)"` spawn against a Python job end to end, back to
@@ -23,9 +23,9 @@
 //!
 //! It also times the layers between the engine and the service, to show where the overhead
 //! goes: the driver's step loop in-process, a round trip to a real `engine` child driven by the
-//! server's own supervisor, the job's own timestamps (accepted → claimed → finished), Python jobs with idle
-//! time between them, `GET /health` on the full database, and the `import hyperon` probe the
-//! server runs at start-up.
+//! server's own supervisor, the job's own timestamps (accepted → claimed → finished), Python
+//! jobs with idle time between them, `GET /health` on the full database, and the
+//! `import hyperon` probe the server runs at start-up.
 //!
 //! It drives the server through its HTTP API and the real binary; where a figure needs the
 //! server's inside (the engine child's round trip, a database of 100,000 finished jobs, the

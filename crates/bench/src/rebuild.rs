@@ -21,8 +21,8 @@ pub(crate) struct RebuildFigures {
     pub(crate) build_session: Duration,
 }
 
-pub(crate) const REPLAY_SESSION: &str = "bench-rebuild";
-pub(crate) const OTHER_SESSION: &str = "bench-rebuild-other";
+const REPLAY_SESSION: &str = "bench-rebuild";
+const OTHER_SESSION: &str = "bench-rebuild-other";
 
 /// Builds a session of `REPLAY_CELLS` cells through the API, then `REPLAY_RUNS` times: kill -9
 /// the engine child, let a job in another session absorb the engine's respawn, and time the

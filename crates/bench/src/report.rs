@@ -147,7 +147,7 @@ impl Report {
     }
 }
 
-pub(crate) fn rebuild_report(
+fn rebuild_report(
     figures: &RebuildFigures,
     in_process: &InProcess,
     engine_child: &EngineChildFigures,
@@ -175,7 +175,7 @@ pub(crate) fn rebuild_report(
     }
 }
 
-pub(crate) fn targets(c: &Comparisons) -> Vec<Target> {
+fn targets(c: &Comparisons) -> Vec<Target> {
     let percent = |ratio: f64| format!("{:.1}%", ratio * 100.0);
     vec![
         Target {
@@ -249,7 +249,7 @@ pub(crate) fn render_markdown(r: &Report) -> String {
 }
 
 /// Throughput and latency of every measurement that has them.
-pub(crate) fn results_table(r: &Report) -> Vec<String> {
+fn results_table(r: &Report) -> Vec<String> {
     let row = |name: &str, clients: &str, s: &Summary, unit: &str| {
         format!(
             "| {name} | {clients} | {} | {:.0} {unit}/s | {:.3} | {:.3} |",
@@ -293,7 +293,7 @@ pub(crate) fn results_table(r: &Report) -> Vec<String> {
 }
 
 /// The ratios and differences the targets are about.
-pub(crate) fn comparisons_table(r: &Report) -> Vec<String> {
+fn comparisons_table(r: &Report) -> Vec<String> {
     let c = &r.comparisons;
     let s = &r.startup;
     let rb = &r.rebuild;
@@ -345,7 +345,7 @@ pub(crate) fn comparisons_table(r: &Report) -> Vec<String> {
 }
 
 /// One line per target: met or not, and the figure.
-pub(crate) fn targets_list(r: &Report) -> Vec<String> {
+fn targets_list(r: &Report) -> Vec<String> {
     let mut out = vec![String::new(), "Targets:".into(), String::new()];
     for target in &r.targets {
         let verdict = if target.met { "met" } else { "not met" };
@@ -358,7 +358,7 @@ pub(crate) fn targets_list(r: &Report) -> Vec<String> {
 }
 
 /// The layers between the engine and the service, and what start-up and Python jobs spend.
-pub(crate) fn where_the_time_goes(r: &Report) -> Vec<String> {
+fn where_the_time_goes(r: &Report) -> Vec<String> {
     let p1 = &r.v1_one_client_phases;
     let pm = &r.v1_many_clients_phases;
     let py = &r.python_job_phases;

@@ -165,7 +165,7 @@ fn follow_log(
     }
 }
 
-pub(crate) fn signal(pid: u32, signal: i32) -> Result<()> {
+fn signal(pid: u32, signal: i32) -> Result<()> {
     let pid = libc::pid_t::try_from(pid).context("process id out of range")?;
     // SAFETY: sending a signal to a process we started; no memory effects.
     if unsafe { libc::kill(pid, signal) } < 0 {

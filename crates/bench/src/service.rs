@@ -115,7 +115,7 @@ pub(crate) struct PythonFigures {
 /// Bare spawns and Python jobs back to back, in two rounds of one block each (blocks, so the
 /// spawns never compete with the service's own interpreter start-up; two rounds, so drift of
 /// the machine hits both alike), then paced jobs.
-pub(crate) async fn measure_python(setup: &Setup, api: &Api, runs: usize) -> Result<PythonFigures> {
+async fn measure_python(setup: &Setup, api: &Api, runs: usize) -> Result<PythonFigures> {
     progress(&format!(
         "Python: {runs} spawns, {runs} jobs, {runs} paced jobs"
     ));
@@ -145,7 +145,7 @@ pub(crate) async fn measure_python(setup: &Setup, api: &Api, runs: usize) -> Res
     })
 }
 
-pub(crate) fn time_bare_python_spawn(python: &Path) -> Result<Duration> {
+fn time_bare_python_spawn(python: &Path) -> Result<Duration> {
     let started = Instant::now();
     let output = Command::new(python)
         .args(["-I", "-c", "print(1)"])

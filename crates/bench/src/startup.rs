@@ -97,7 +97,7 @@ pub(crate) async fn measure_startup(setup: &Setup) -> Result<StartupReport> {
 }
 
 /// `jobs` v1 MeTTa jobs at 1 client, on a server over `database`.
-pub(crate) async fn measure_jobs_on(setup: &Setup, database: &Path, jobs: usize) -> Result<Load> {
+async fn measure_jobs_on(setup: &Setup, database: &Path, jobs: usize) -> Result<Load> {
     let server = Server::start(setup, database).await?;
     let load = measure_metta_load(&Api::new(&server), Route::V1, 1, jobs).await?;
     server.stop().await?;
@@ -105,11 +105,11 @@ pub(crate) async fn measure_jobs_on(setup: &Setup, database: &Path, jobs: usize)
 }
 
 /// Starts the server once on a new file (so its migrations run) and stops it.
-pub(crate) async fn create_schema(setup: &Setup, database: &Path) -> Result<()> {
+async fn create_schema(setup: &Setup, database: &Path) -> Result<()> {
     Server::start(setup, database).await?.stop().await
 }
 
-pub(crate) async fn time_start_to_ready(setup: &Setup, database: &Path) -> Result<StartTiming> {
+async fn time_start_to_ready(setup: &Setup, database: &Path) -> Result<StartTiming> {
     let server = Server::start(setup, database).await?;
     let api = Api::new(&server);
     let ready_by = Instant::now() + SERVER_START_LIMIT;
@@ -131,7 +131,7 @@ pub(crate) async fn time_start_to_ready(setup: &Setup, database: &Path) -> Resul
     })
 }
 
-pub(crate) async fn time_health(api: &Api) -> Result<Timed> {
+async fn time_health(api: &Api) -> Result<Timed> {
     let mut samples = Vec::new();
     let started = Instant::now();
     for _ in 0..HEALTH_PROBES {

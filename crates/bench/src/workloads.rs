@@ -21,7 +21,7 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    pub(crate) fn slug(self) -> &'static str {
+    fn slug(self) -> &'static str {
         match self {
             Route::V1 => "v1",
             Route::Legacy => "legacy",
@@ -42,7 +42,7 @@ pub(crate) struct JobStamps {
     pub(crate) running_ms: f64,
 }
 
-pub(crate) fn job_stamps(job: &Value) -> Option<JobStamps> {
+fn job_stamps(job: &Value) -> Option<JobStamps> {
     let at = |field: &str| {
         chrono::DateTime::parse_from_rfc3339(job[field].as_str()?)
             .ok()
@@ -98,7 +98,7 @@ impl Load {
     }
 
     /// Adds a later block of the same measurement.
-    pub(crate) fn append(&mut self, block: Load) {
+    fn append(&mut self, block: Load) {
         self.timed.samples.extend(block.timed.samples);
         self.timed.wall += block.timed.wall;
         self.stamps.extend(block.stamps);
