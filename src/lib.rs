@@ -7,14 +7,16 @@
 //! inside a supervised engine child that embeds hyperon through pyo3 (`engine`). Results,
 //! output and each session's history are stored, so clients poll or long-wait (`job_signals`),
 //! and a restart loses nothing. `http` is the API, `app` wires it all, `config` is every knob,
-//! `domain` the vocabulary, `service_metrics` what `/metrics` shows, `request_context` the id
+//! `domain` the vocabulary, `learner_messages` every sentence a learner reads when a job
+//! did not simply succeed, `service_metrics` what `/metrics` shows, `request_context` the id
 //! that ties a request's log lines (and its jobs') together. `docs/ARCHITECTURE.md` walks
 //! through the layout.
 //!
-//! Every module is private. The public surface is what the binary (`main.rs`) needs to run
-//! the server or the engine child, and what the benchmark (`crates/bench`) needs from inside
-//! where a figure cannot be taken through HTTP (`measurement` says why each item is there).
-//! The integration tests use the real binary and need nothing from here.
+//! Every module but `learner_messages` is private. The public surface is what the binary
+//! (`main.rs`) needs to run the server or the engine child; `learner_messages`, whose
+//! constants the API tests match instead of copying sentences (the tests otherwise use the
+//! real binary); and what the benchmark (`crates/bench`) needs from inside where a figure
+//! cannot be taken through HTTP (`measurement` says why each item is there).
 
 mod app;
 mod capture;
@@ -24,6 +26,7 @@ mod engine;
 mod http;
 mod instance;
 mod job_signals;
+pub mod learner_messages;
 mod measurement;
 mod python_runner;
 mod queue;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 
 use crate::domain::{JobId, JobKind, Language, SessionId};
-use crate::engine::protocol::ResponseOutcome;
+use crate::engine::protocol::RunEnd;
 use crate::engine::{BatchEnd, EngineSettings, EngineSupervisor, MettaRequest, MettaRunOutcome};
 use crate::sandbox::{ChildLimits, Containment};
 use crate::store::{ClaimedJob, Durability, EnqueueOutcome, JobOutcome, NewJob, Store};
@@ -124,11 +124,14 @@ impl SupervisedEngine {
             .run_batch(std::slice::from_ref(&request), &mut keep_outcome)
             .await;
         match (end, outcome) {
-            (BatchEnd::Completed, Some(MettaRunOutcome::Answered { response, .. }))
-                if response.outcome == ResponseOutcome::Succeeded =>
-            {
-                Ok(response.lines)
-            }
+            (
+                BatchEnd::Completed,
+                Some(MettaRunOutcome::Answered {
+                    end: RunEnd::Succeeded,
+                    answer,
+                    ..
+                }),
+            ) => Ok(answer.lines),
             (BatchEnd::NeedHistory(_), _) => {
                 bail!("the engine lacks session {session}: build it first")
             }

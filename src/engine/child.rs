@@ -20,6 +20,8 @@ use std::process::ExitCode;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use super::protocol::EngineAnswer;
+
 /// The descriptor the supervisor reads responses from.
 pub const RESPONSE_FD: i32 = 3;
 /// The descriptor the supervisor writes requests to.
@@ -99,15 +101,21 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
     };
     let driver = match load_driver(&args, response_fd) {
         Ok((driver, version, walls)) => {
-            let ready = serde_json::json!({"outcome": "ready", "hyperon": version, "walls": walls});
-            if write_line(&mut responses, &ready.to_string()).is_err() {
+            let ready = EngineAnswer::Ready {
+                hyperon: Some(version),
+                walls,
+            };
+            if write_line(&mut responses, &answer_line(&ready)).is_err() {
                 return ExitCode::FAILURE;
             }
             driver
         }
         Err(message) => {
-            let refusal = serde_json::json!({"outcome": "unavailable", "error": message});
-            let _ = write_line(&mut responses, &refusal.to_string());
+            let refusal = EngineAnswer::Unavailable {
+                id: None,
+                error: message,
+            };
+            let _ = write_line(&mut responses, &answer_line(&refusal));
             return ExitCode::from(3);
         }
     };
@@ -198,10 +206,19 @@ fn use_sys_path(py: Python<'_>, folders: &[String]) -> PyResult<()> {
 }
 
 fn engine_error(request_line: &str, message: &str) -> String {
-    let id = serde_json::from_str::<serde_json::Value>(request_line)
+    #[derive(serde::Deserialize)]
+    struct Identified {
+        id: Option<String>,
+    }
+    let id = serde_json::from_str::<Identified>(request_line)
         .ok()
-        .and_then(|value| value.get("id").cloned())
-        .unwrap_or(serde_json::Value::Null);
-    serde_json::json!({"id": id, "outcome": "failed", "error": format!("engine error: {message}")})
-        .to_string()
+        .and_then(|request| request.id);
+    answer_line(&EngineAnswer::engine_error(id, message))
+}
+
+/// One answer as its JSON line (without the newline).
+fn answer_line(answer: &EngineAnswer) -> String {
+    serde_json::to_string(answer).unwrap_or_else(|_| {
+        r#"{"outcome": "unavailable", "error": "the engine cannot encode its answer"}"#.into()
+    })
 }

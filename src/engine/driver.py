@@ -24,6 +24,7 @@ import collections
 import ctypes
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -110,9 +111,23 @@ def _mark(marker):
             pass
 
 
+# The empty stdin a session process last gave itself: its `sys.stdin` and what fd 0 was then.
+_empty_stdin = None
+
+
 def _use_stdin(text):
     """Makes fd 0 (and `sys.stdin`) read `text`, or nothing when it is None: a job reads its
-    own stdin, and everything else (replays, the time between jobs) reads an empty one."""
+    own stdin, and everything else (replays, the time between jobs) reads an empty one. An
+    empty one still in place (the common case: no job of this session had stdin, and its
+    code left fd 0 and `sys.stdin` alone) is kept, which costs one `fstat`."""
+    global _empty_stdin
+    if not text and _empty_stdin is not None and sys.stdin is _empty_stdin[0] and not sys.stdin.closed:
+        try:
+            now = os.fstat(0)
+            if (now.st_dev, now.st_ino) == _empty_stdin[1]:
+                return
+        except OSError:
+            pass
     if text:
         fd = os.memfd_create("stdin", os.MFD_CLOEXEC)
         data = text.encode("utf-8", "surrogateescape")
@@ -125,6 +140,11 @@ def _use_stdin(text):
     os.dup2(fd, 0)
     os.close(fd)
     sys.stdin = open(0, "r", encoding="utf-8", errors="surrogateescape", closefd=False)
+    if text:
+        _empty_stdin = None
+    else:
+        empty = os.fstat(0)
+        _empty_stdin = (sys.stdin, (empty.st_dev, empty.st_ino))
 
 
 class _Deadline(Exception):
@@ -194,8 +214,22 @@ def _replay(metta, cells, deadline):
     return None
 
 
+# A session process's request pipe (a buffered reader), while it serves runs.
+_requests = None
+
+
+def _await_go():
+    """After a phase line, waits until the router has moved the output printed before it (so
+    the replay's output is never taken for the job's, nor the job's for the replay's)."""
+    if _requests is not None:
+        _requests.readline()
+
+
 def _progress(req, phase):
-    """Tells the supervisor a new phase began, so it can move its hard deadline."""
+    """Tells the supervisor a new phase began, so it can move its hard deadline (and, from a
+    session process, the router where the job's own output begins or ends: what was printed
+    so far is flushed first)."""
+    _flush()
     line = json.dumps({"id": req.get("id"), "outcome": "progress", "phase": phase}) + "\n"
     os.write(_RESPONSE_FD, line.encode())
 
@@ -227,16 +261,14 @@ def _run(req):
         if error is not None:
             return {"outcome": "replayFailed", "error": error}
 
-    start, end = req["markerStart"].encode(), req["markerEnd"].encode()
     if history is not None:
         _progress(req, "code")
+        _await_go()
     deadline = time.monotonic() + req["timeoutMs"] / 1000.0
     _use_stdin(req.get("stdin"))
-    _mark(start)
     try:
         results, error, stop = _run_stepwise(metta, req["code"], deadline)
     finally:
-        _mark(end)
         _use_stdin(None)
     response = {
         "results": [[str(atom) for atom in result] for result in results],
@@ -257,6 +289,7 @@ def _run(req):
     after = req.get("after") or []
     if after:
         _progress(req, "after")
+        _await_go()
         error = _replay(metta, after, time.monotonic() + req["replayTimeoutMs"] / 1000.0)
         if error is not None:
             _sessions.pop(session, None)
@@ -436,7 +469,11 @@ _ready_metta = []
 
 def _kill_own_children():
     """Ends what the last run started and left running (its orphans go to the server, the
-    subreaper, which kills them after the batch)."""
+    subreaper, which kills them after the batch). One `waitpid` when it started nothing."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return  # no child at all, in any of the process's threads
     for task in os.listdir("/proc/self/task"):
         try:
             with open("/proc/self/task/%s/children" % task) as children:
@@ -469,15 +506,21 @@ def _session_main(requests_fd, answers_fd, uid, gid):
         return
     ready = {"outcome": "ready", "walls": walls, "readyAt": time.monotonic()}
     os.write(answers_fd, (json.dumps(ready) + "\n").encode())
+    global _requests
     with open(requests_fd, "rb") as requests:
+        _requests = requests
         for line in requests:
             req = json.loads(line)
+            # For the router only: a death before this line is not the run's doing.
+            _progress(req, "received")
             try:
                 response = _run(req)
             except Exception as error:
                 _sessions.clear()
                 response = {"outcome": "failed", "error": "engine error: %s" % error}
-            os.write(answers_fd, (_answer(req, response) + "\n").encode())
+            line = _answer(req, response) + "\n"
+            _flush()  # the run's output reaches the router before its answer
+            os.write(answers_fd, line.encode())
             _kill_own_children()
 
 
@@ -499,21 +542,29 @@ def _zygote_main(control):
         if "fork" in command:
             request_r, request_w = os.pipe()
             answer_r, answer_w = os.pipe()
+            # The session's own stdout and stderr, which only the router reads: no other
+            # process (another learner's thread left printing) can write into a job's output.
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
             pid = os.fork()
             if pid == 0:
                 try:
                     for number, disposition in dispositions.items():
                         signal.signal(number, disposition)
                     control.close()
+                    os.dup2(out_w, 1)
+                    os.dup2(err_w, 2)
                     _close_fds_except({0, 1, 2, request_r, answer_w})
                     _session_main(request_r, answer_w, command["fork"], command["gid"])
                 finally:
                     os._exit(0)
-            os.close(request_r)
-            os.close(answer_w)
-            socket.send_fds(control, [json.dumps({"pid": pid}).encode()], [request_w, answer_r])
-            os.close(request_w)
-            os.close(answer_r)
+            theirs = (request_r, answer_w, out_w, err_w)
+            ours = [request_w, answer_r, out_r, err_r]
+            for fd in theirs:
+                os.close(fd)
+            socket.send_fds(control, [json.dumps({"pid": pid}).encode()], ours)
+            for fd in ours:
+                os.close(fd)
         elif "reap" in command:
             control.send(json.dumps({"status": _reap(command["reap"])}).encode())
 
@@ -534,15 +585,82 @@ def _reap(pid):
 # ----- router ---------------------------------------------------------------------------------
 
 class _SessionProcess:
-    __slots__ = ("pid", "requests", "answers", "uid", "forked_at", "ready")
+    """The router's side of a session process: its request pipe, and its answer, stdout and
+    stderr pipes (non-blocking, read together with `poll`)."""
 
-    def __init__(self, pid, requests, answers, uid):
+    __slots__ = ("pid", "requests", "answers", "out", "err", "pending", "poller", "open",
+                 "uid", "forked_at", "ready")
+
+    def __init__(self, pid, requests, answers, out, err, uid):
         self.pid = pid
         self.requests = requests
         self.answers = answers
+        self.out = out
+        self.err = err
+        self.pending = bytearray()  # answer bytes read past the last whole line
+        self.poller = select.poll()
+        self.open = {answers, out, err}
+        for fd in self.open:
+            os.set_blocking(fd, False)
+            self.poller.register(fd, select.POLLIN)
         self.uid = uid
         self.forked_at = time.monotonic()
         self.ready = False
+
+    def _read(self, fd):
+        """One chunk from a readable pipe; b"" at its end (then no longer polled); None when
+        there was nothing after all."""
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return None
+        except OSError:
+            chunk = b""
+        if not chunk and fd in self.open:
+            self.open.discard(fd)
+            self.poller.unregister(fd)
+        return chunk
+
+    def _move(self, fd, chunk, relay):
+        """Moves what the session printed on `fd` to the engine's own stdout or stderr (the
+        job's captured output) when `relay`, else drops it (a replay's output, leftovers)."""
+        if relay:
+            view = memoryview(chunk)
+            while view:
+                try:
+                    view = view[os.write(1 if fd == self.out else 2, view):]
+                except OSError:
+                    return
+
+    def drain(self, relay):
+        """Moves everything the session printed so far (see `_move`)."""
+        for fd in (self.out, self.err):
+            while fd in self.open:
+                chunk = self._read(fd)
+                if not chunk:
+                    break
+                self._move(fd, chunk, relay)
+
+    def next_line(self, relay):
+        """The session's next answer line (bytes), moving its output meanwhile (see
+        `_move`); None once its answer pipe ended (it died)."""
+        while True:
+            end = self.pending.find(b"\n")
+            if end >= 0:
+                line = bytes(self.pending[: end + 1])
+                del self.pending[: end + 1]
+                return line
+            if self.answers not in self.open:
+                return None
+            for fd, _ in self.poller.poll():
+                if fd == self.answers:
+                    chunk = self._read(fd)
+                    if chunk:
+                        self.pending += chunk
+                elif fd in self.open:
+                    chunk = self._read(fd)
+                    if chunk:
+                        self._move(fd, chunk, relay)
 
 
 _zygote = None  # the router's end of the zygote's control socket
@@ -583,13 +701,13 @@ def _fork_session_process():
         uid = _free_uids.popleft()
     try:
         _zygote.send(json.dumps({"fork": uid, "gid": _session_gid}).encode())
-        message, fds, _, _ = socket.recv_fds(_zygote, 4096, 2)
+        message, fds, _, _ = socket.recv_fds(_zygote, 4096, 4)
     except OSError as error:
         _zygote_lost(error)
-    if len(fds) != 2:
+    if len(fds) != 4:
         _zygote_lost("it answered without a session process")
     pid = json.loads(message)["pid"]
-    return _SessionProcess(pid, fds[0], open(fds[1], "rb"), uid)
+    return _SessionProcess(pid, fds[0], fds[1], fds[2], fds[3], uid)
 
 
 def _end(process):
@@ -598,11 +716,11 @@ def _end(process):
         os.kill(process.pid, signal.SIGKILL)
     except OSError:
         pass
-    try:
-        os.close(process.requests)
-    except OSError:
-        pass
-    process.answers.close()
+    for fd in (process.requests, process.answers, process.out, process.err):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     try:
         _zygote.send(json.dumps({"reap": process.pid}).encode())
         status = json.loads(_zygote.recv(4096))["status"]
@@ -615,7 +733,7 @@ def _end(process):
 
 def _await_ready(process):
     """Reads a new session process's greeting; returns the walls it got, or raises."""
-    line = process.answers.readline()
+    line = process.next_line(relay=False)
     greeting = json.loads(line) if line else {"outcome": "unavailable", "error": _end(process)}
     if greeting.get("outcome") != "ready":
         if line:
@@ -654,8 +772,10 @@ def _relay(line):
     os.write(_RESPONSE_FD, line if line.endswith(b"\n") else line + b"\n")
 
 
-def _route(run):
-    """Sends one run to its session's process and relays the answers; returns the outcome."""
+def _route(run, retried=False):
+    """Sends one run to its session's process and relays the answers; returns the outcome.
+    A process that cannot be had, or dies before it read the run, is not the run's doing: the
+    run goes to a fresh process once (`retried`), then is answered `unavailable`."""
     session = run["session"]
     process = _live.get(session)
     if process is not None and run.get("history") is not None:
@@ -671,21 +791,40 @@ def _route(run):
         try:
             process = _take_spare()
         except Exception as error:
-            answer = {"id": run.get("id"), "outcome": "failed", "error": "engine error: %s" % error}
+            if not retried:
+                return _route(run, True)
+            answer = {"id": run.get("id"), "outcome": "unavailable", "error": "engine error: %s" % error}
             _relay(json.dumps(answer).encode())
-            return "failed"
+            return "unavailable"
         _live[session] = process
         while len(_live) > _max_live_sessions:
             _end(_live.popitem(last=False)[1])
     else:
         _live.move_to_end(session)
+    # The router writes the job's output markers itself, around what it moves from the
+    # session's own stdout and stderr: the session never learns them, and only the job's
+    # code's output (not its history's replay) lies between them.
+    start, end = run["markerStart"].encode(), run["markerEnd"].encode()
+    sent = {key: value for key, value in run.items() if not key.startswith("marker")}
+    process.drain(relay=False)  # printed between runs: no job's output
+    capturing = run.get("history") is None
+    if capturing:
+        _mark(start)
     try:
-        os.write(process.requests, (json.dumps(run) + "\n").encode())
+        os.write(process.requests, (json.dumps(sent) + "\n").encode())
     except OSError:
         pass  # it died: read the end below
+    marked_end = False
+    received = False
     while True:
-        line = process.answers.readline()
-        if not line:
+        line = process.next_line(relay=capturing)
+        if line is None and not received:
+            return _lost_before_reading(session, process, run, retried)
+        if line is None:
+            process.drain(relay=capturing)
+            if not capturing:
+                _mark(start)
+            _mark(end)
             return _died(session, process, run)
         try:
             answer = json.loads(line)
@@ -693,10 +832,34 @@ def _route(run):
             continue
         if answer.get("id") != run.get("id"):
             continue
-        if answer.get("outcome") == "progress":
-            _relay(line)
+        if answer.get("outcome") != "progress":
+            break
+        # At a phase line, the session waits for a go until its earlier output is moved.
+        phase = answer.get("phase")
+        if phase == "received":
+            received = True  # for the router only: a death from here on is the run's
             continue
-        break
+        if phase == "code" and not capturing and not marked_end:
+            process.drain(relay=False)  # the replay's output
+            _mark(start)
+            capturing = True
+        elif phase == "after" and not marked_end:
+            process.drain(relay=capturing)
+            if not capturing:
+                _mark(start)
+            _mark(end)
+            capturing, marked_end = False, True
+        if phase in ("code", "after"):
+            try:
+                os.write(process.requests, b"go\n")
+            except OSError:
+                pass  # it died: read the end above
+        _relay(line)
+    process.drain(relay=capturing)
+    if not marked_end:
+        if not capturing:
+            _mark(start)  # it ended before its code ran: an empty output
+        _mark(end)
     if answer.pop("recycle", False):
         # Its memory grew (or it holds a stopped run): end this session's process only; the
         # session is rebuilt by replay on its next run.
@@ -710,10 +873,26 @@ def _route(run):
 def _died(session, process, run):
     del _live[session]
     cause = _end(process)
-    # The job's output ends here (its end marker never came).
-    _mark(run["markerEnd"].encode())
     _relay(json.dumps({"id": run.get("id"), "outcome": "died", "error": cause}).encode())
     return "died"
+
+
+def _lost_before_reading(session, process, run, retried):
+    """The session's process ended before it read the run (killed while idle, or ended by
+    something an earlier run left behind): the run is not to blame. Without its history, the
+    run asks for it (its session is rebuilt in a fresh process); with it, it is tried once
+    more in a fresh process, then answered `unavailable`."""
+    del _live[session]
+    cause = "the session's process had ended before it read the job (%s)" % _end(process)
+    if run.get("history") is None:
+        _relay(json.dumps({"id": run.get("id"), "outcome": "needHistory", "error": cause}).encode())
+        return "needHistory"
+    if not retried:
+        # Said as progress (the replay starts again), so the supervisor logs it.
+        _relay(json.dumps({"id": run.get("id"), "outcome": "progress", "phase": "retry", "error": cause}).encode())
+        return _route(run, True)
+    _relay(json.dumps({"id": run.get("id"), "outcome": "unavailable", "error": cause}).encode())
+    return "unavailable"
 
 
 def _batch(req):

@@ -22,6 +22,7 @@
 //! the child answers `died` for its run and goes on.
 
 pub mod child;
+mod exchange;
 pub mod protocol;
 pub mod supervisor;
 

@@ -18,20 +18,16 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::child::{REQUEST_FD, RESPONSE_FD};
-use super::protocol::{EngineRequest, EngineResponse, ResponseOutcome, RunRequest};
+use super::exchange::{AfterLine, Answered, BatchExchange, Death, RunPlan, DRAIN_AFTER_DEATH};
+use super::protocol::{EngineAnswer, EngineRequest, Phase, RunAnswer, RunEnd, RunRequest};
 use crate::capture::{CapturedOutput, MarkedCapture};
 use crate::domain::{JobId, SessionId};
 use crate::sandbox::{
-    child_work_dir, cloexec_pipe, contained_command, describe_signal, kill_group, pass_fd_as,
-    Containment,
+    child_work_dir, cloexec_pipe, contained_command, kill_group, pass_fd_as, Containment,
 };
 
 /// How long a new engine child may take to import hyperon and say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long to wait for the end markers once the child has answered.
-const MARKER_WAIT: Duration = Duration::from_secs(2);
-/// How long to keep reading output of a child that died or was killed.
-const DRAIN_AFTER_DEATH: Duration = Duration::from_millis(500);
 
 /// Everything the supervisor needs to start and bound engine children.
 #[derive(Debug, Clone)]
@@ -93,7 +89,8 @@ impl MettaRequest {
 pub enum MettaRunOutcome {
     /// The child answered (succeeded, failed, timed out at a step boundary, replay failed).
     Answered {
-        response: EngineResponse,
+        end: RunEnd,
+        answer: RunAnswer,
         stdout: CapturedOutput,
         stderr: CapturedOutput,
     },
@@ -245,6 +242,10 @@ impl EngineSupervisor {
             .flatten()
             .is_none()
         {
+            tracing::warn!(
+                session = session.as_str(),
+                "the MeTTa engine did not answer a request to forget a session; killing it (a new one starts for the next job)"
+            );
             self.process = None;
         }
     }
@@ -264,7 +265,10 @@ impl EngineSupervisor {
         // replaced before the jobs, which must not be blamed for it.
         if let Some(process) = self.process.as_mut() {
             if !matches!(process.child.try_wait(), Ok(None)) {
-                tracing::warn!("the MeTTa engine had died while idle; starting a new one");
+                tracing::warn!(
+                    job_id = %requests[0].job_id,
+                    "the MeTTa engine had died while idle; starting a new one for the job"
+                );
                 self.process = None;
                 self.start_failing = false;
             }
@@ -276,7 +280,9 @@ impl EngineSupervisor {
             Ok(ended) => ended,
             Err(NotReceived(cause)) => {
                 tracing::warn!(
-                    "the MeTTa engine died before it got a job ({cause}); sending the job to a new one"
+                    job_id = %requests[0].job_id,
+                    jobs = requests.len(),
+                    "the MeTTa engine died before it read the job ({cause}); sending it to a new one"
                 );
                 self.process = None;
                 if !self.start_or_fail_all(requests, deliver).await {
@@ -285,12 +291,16 @@ impl EngineSupervisor {
                 match self.exchange(requests, deliver).await {
                     Ok(ended) => ended,
                     Err(NotReceived(cause)) => {
-                        let died = |_| MettaRunOutcome::Died {
-                            cause: cause.clone(),
-                            stdout: CapturedOutput::default(),
-                            stderr: CapturedOutput::default(),
-                        };
-                        deliver.deliver(every_run(requests, died)).await;
+                        // Twice dead before it read the jobs: the engine, not their code, is
+                        // at fault.
+                        tracing::warn!(
+                            job_id = %requests[0].job_id,
+                            jobs = requests.len(),
+                            "the new MeTTa engine died before it read the job too ({cause}); the jobs fail as the service's fault"
+                        );
+                        let reason = crate::learner_messages::engine_died_before_reading(&cause);
+                        let unavailable = |_| MettaRunOutcome::Unavailable(reason.clone());
+                        deliver.deliver(every_run(requests, unavailable)).await;
                         (BatchEnd::Completed, true)
                     }
                 }
@@ -299,6 +309,16 @@ impl EngineSupervisor {
         if replace {
             // The worker starts the next child once the results are stored
             // (`start_replacement`), so learners do not wait for the respawn.
+            let last_run = match end {
+                BatchEnd::Completed => requests.len(),
+                BatchEnd::Resume(run) | BatchEnd::NeedHistory(run) => run,
+            };
+            if let Some(request) = requests.get(last_run.saturating_sub(1)) {
+                tracing::warn!(
+                    job_id = %request.job_id,
+                    "restarting the MeTTa engine after the job (it died, was killed at a deadline or asked to be replaced); every live session is rebuilt from its history on its next run"
+                );
+            }
             if let Some(old) = self.process.take() {
                 kill_group(old.leader);
                 self.retiring = Some(old);
@@ -340,7 +360,8 @@ impl EngineSupervisor {
     }
 
     /// Sends one batch and follows it to its end; returns how it ended and whether the child
-    /// must be replaced (it died, was killed, or asked for it).
+    /// must be replaced (it died, was killed, or asked for it). The I/O is here; what each
+    /// event means is `BatchExchange`'s to say.
     async fn exchange(
         &mut self,
         requests: &[MettaRequest],
@@ -400,9 +421,22 @@ impl EngineSupervisor {
         // The hard deadline covers the running job's current phase only: the replay of its
         // history (its own budget), its code (the job's budget), then the replay of later
         // cells; each answer starts the next job's clock.
-        let grace = self.settings.kill_grace;
-        let mut hard_deadline =
-            Instant::now() + grace + requests[0].first_phase_budget(replay_timeout);
+        let plans = requests
+            .iter()
+            .zip(run_ids)
+            .map(|(run, id)| RunPlan {
+                id,
+                first_phase: run.first_phase_budget(replay_timeout),
+                code: run.timeout,
+            })
+            .collect();
+        let mut state = BatchExchange::new(
+            batch_id,
+            plans,
+            replay_timeout,
+            self.settings.kill_grace,
+            Instant::now(),
+        );
         let mut outputs = BatchOutputs::new(&markers, self.settings.max_output_bytes);
 
         let Some(process) = self.process.as_mut() else {
@@ -429,16 +463,8 @@ impl EngineSupervisor {
         };
         tokio::pin!(write);
         let mut written = false;
-        // Whether the child said it got the batch: a death before that is not the jobs' doing.
-        let mut received = false;
-        // The running job's answer, while its end markers are still on their way.
-        let mut answered: Option<(EngineResponse, Instant)> = None;
         // Outcomes not yet delivered.
         let mut pending: Vec<(usize, MettaRunOutcome)> = Vec::new();
-        // Whether the engine will run no more of this batch after the running job's answer.
-        let mut last_answer = false;
-        // How the child died, once it has: its remaining output is read before the verdict.
-        let mut exited: Option<String> = None;
 
         enum Event {
             Deadline,
@@ -452,33 +478,35 @@ impl EngineSupervisor {
         }
 
         // One timer for the whole exchange, moved when the deadline moves.
-        let deadline = tokio::time::sleep_until(hard_deadline);
+        let deadline = tokio::time::sleep_until(state.deadline());
         tokio::pin!(deadline);
         let end = loop {
             // The running job's answer is complete once its end markers arrived on both
             // streams (or took too long): it becomes an outcome, and the next job runs.
-            if let Some((_, markers_due)) = &answered {
-                if outputs.current_done() || Instant::now() >= *markers_due {
-                    let replace = outputs.finish_answered(&mut answered, &mut pending);
-                    if outputs.current == requests.len() {
-                        break (BatchEnd::Completed, replace);
+            if state.answer_complete(outputs.done(state.running()), Instant::now()) {
+                if let Some((run, answered)) = state.take_answered() {
+                    let replace = answered.asks_for_replacement();
+                    pending.push((run, outputs.outcome(run, answered)));
+                    if let Some(end) = state.end_after_answer(replace) {
+                        break (end, replace);
                     }
-                    if replace || last_answer {
-                        break (BatchEnd::Resume(outputs.current), replace);
-                    }
-                    continue;
                 }
+                continue;
             }
-            let markers_due = answered.as_ref().map(|(_, due)| *due);
+            if deadline.deadline() != state.deadline() {
+                deadline.as_mut().reset(state.deadline());
+            }
+            let markers_due = state.markers_due();
+            let from = state.running();
             let event = tokio::select! {
                 biased;
                 _ = &mut deadline => Event::Deadline,
-                status = child.wait(), if exited.is_none() => Event::Exited(status),
+                status = child.wait(), if !state.has_exited() => Event::Exited(status),
                 result = &mut write, if !written => Event::Written(result),
-                line = responses.next_line(), if answered.is_none() => Event::Line(line),
+                line = responses.next_line(), if state.awaits_line() => Event::Line(line),
                 chunk = stdout_chunks.recv(), if outputs.stdout_open => Event::Stdout(chunk),
                 chunk = stderr_chunks.recv(), if outputs.stderr_open => Event::Stderr(chunk),
-                _ = tokio::time::sleep_until(markers_due.unwrap_or(hard_deadline)), if markers_due.is_some() => Event::MarkersLate,
+                _ = tokio::time::sleep_until(markers_due.unwrap_or_else(Instant::now)), if markers_due.is_some() => Event::MarkersLate,
                 _ = std::future::ready(()), if !pending.is_empty() => Event::Idle,
             };
             let death = match event {
@@ -488,18 +516,15 @@ impl EngineSupervisor {
                     continue;
                 }
                 Event::Stdout(chunk) => {
-                    outputs.feed_stdout(chunk);
+                    outputs.feed_stdout(from, chunk);
                     continue;
                 }
                 Event::Stderr(chunk) => {
-                    outputs.feed_stderr(chunk);
+                    outputs.feed_stderr(from, chunk);
                     continue;
                 }
                 Event::MarkersLate => {
-                    // Handled at the top of the loop: the answer goes without the rest.
-                    if let Some((_, due)) = answered.as_mut() {
-                        *due = Instant::now();
-                    }
+                    state.markers_late(Instant::now());
                     continue;
                 }
                 Event::Written(Ok(())) => {
@@ -509,113 +534,77 @@ impl EngineSupervisor {
                 Event::Written(Err(err)) => {
                     format!("could not send the job to the engine: {err}")
                 }
-                Event::Deadline if exited.is_some() => {
+                Event::Deadline => match state.on_deadline() {
                     // Reading what the dead child wrote took too long (something else holds
                     // its pipes open).
-                    exited.take().unwrap_or_default()
-                }
-                Event::Deadline => {
-                    kill_group(*leader);
-                    crate::service_metrics::engine_killed("deadline");
-                    outputs.finish_answered(&mut answered, &mut pending);
-                    if outputs.current < requests.len() {
-                        let (stdout, stderr) =
-                            outputs.drain_current(stdout_chunks, stderr_chunks).await;
-                        pending.push((
-                            outputs.current,
-                            MettaRunOutcome::KilledAtDeadline { stdout, stderr },
-                        ));
-                        outputs.current += 1;
+                    Err(cause) => cause,
+                    Ok(()) => {
+                        kill_group(*leader);
+                        crate::service_metrics::engine_killed("deadline");
+                        if let Some((run, answered)) = state.take_answered() {
+                            pending.push((run, outputs.outcome(run, answered)));
+                        }
+                        if let Some(run) = state.take_running() {
+                            let (stdout, stderr) =
+                                outputs.drain(run, stdout_chunks, stderr_chunks).await;
+                            pending
+                                .push((run, MettaRunOutcome::KilledAtDeadline { stdout, stderr }));
+                        }
+                        break (state.end_after_death(), true);
                     }
-                    break (resume_from(outputs.current, requests.len()), true);
-                }
+                },
                 Event::Exited(status) => {
                     // Before deciding who is to blame, read what the child wrote before it
                     // died: its "received", answers of runs it finished. The pipes end once
                     // its group is gone.
                     kill_group(*leader);
-                    exited = Some(match status {
+                    let cause = match status {
                         Ok(status) => describe_exit(status),
                         Err(err) => format!("lost the engine process: {err}"),
-                    });
-                    hard_deadline = Instant::now() + DRAIN_AFTER_DEATH;
-                    deadline.as_mut().reset(hard_deadline);
+                    };
+                    state.on_exit(cause, Instant::now());
                     continue;
                 }
-                Event::Line(Ok(Some(line))) => {
-                    match serde_json::from_str::<EngineResponse>(&line) {
-                        Err(err) => format!("unreadable answer from the engine: {err}"),
-                        Ok(response) => {
-                            let id = response.id.as_deref();
-                            let running = run_ids.get(outputs.current).map(String::as_str);
-                            if response.outcome == ResponseOutcome::Progress {
-                                if id == Some(batch_id.as_str()) || id == running {
-                                    received = true;
-                                }
-                                if id == running && exited.is_none() {
-                                    let budget = match response.phase.as_deref() {
-                                        Some("code") => requests[outputs.current].timeout,
-                                        _ => replay_timeout,
-                                    };
-                                    hard_deadline = Instant::now() + budget + grace;
-                                    deadline.as_mut().reset(hard_deadline);
-                                }
-                                continue;
-                            }
-                            if id == Some(batch_id.as_str()) {
-                                // The driver failed outside any job (an engine error): it answers for
-                                // the running job and runs no more of the batch.
-                                received = true;
-                                last_answer = true;
-                            } else if id != running {
-                                // A late line of an earlier exchange.
-                                continue;
-                            }
-                            if response.outcome == ResponseOutcome::NeedHistory {
-                                break (BatchEnd::NeedHistory(outputs.current), false);
-                            }
-                            let next = outputs.current + 1;
-                            if let Some(next_run) = requests.get(next).filter(|_| exited.is_none())
-                            {
-                                hard_deadline = Instant::now()
-                                    + grace
-                                    + next_run.first_phase_budget(replay_timeout);
-                                deadline.as_mut().reset(hard_deadline);
-                            }
-                            answered = Some((response, Instant::now() + MARKER_WAIT));
-                            continue;
-                        }
-                    }
+                Event::Line(Ok(Some(line))) => match serde_json::from_str::<EngineAnswer>(&line) {
+                    Err(err) => format!("unreadable answer from the engine: {err}"),
+                    Ok(answer) => match state
+                        .on_line(log_lost_session(answer, requests, from), Instant::now())
+                    {
+                        AfterLine::Continue => continue,
+                        AfterLine::NeedHistory(run) => break (BatchEnd::NeedHistory(run), false),
+                    },
+                },
+                Event::Line(Ok(None) | Err(_)) => {
+                    state.on_answers_closed("the engine closed its answer channel")
                 }
-                Event::Line(Ok(None) | Err(_)) => exited
-                    .take()
-                    .unwrap_or_else(|| "the engine closed its answer channel".into()),
             };
             // The child died (or can no longer be talked to).
             kill_group(*leader);
             crate::service_metrics::engine_killed("died");
-            if !received {
-                return Err(NotReceived(death));
+            let death = match state.blame(death) {
+                Death::NotReceived(cause) => return Err(NotReceived(cause)),
+                Death::DuringBatch(cause) => cause,
+            };
+            if let Some((run, answered)) = state.take_answered() {
+                pending.push((run, outputs.outcome(run, answered)));
             }
-            outputs.finish_answered(&mut answered, &mut pending);
-            if outputs.current < requests.len() {
-                let (stdout, stderr) = outputs.drain_current(stdout_chunks, stderr_chunks).await;
+            if let Some(run) = state.take_running() {
+                let (stdout, stderr) = outputs.drain(run, stdout_chunks, stderr_chunks).await;
                 // Prefer the exit status (it says how the child died) over the symptom.
                 let cause = match tokio::time::timeout(DRAIN_AFTER_DEATH, child.wait()).await {
                     Ok(Ok(status)) => describe_exit(status),
                     _ => death,
                 };
                 pending.push((
-                    outputs.current,
+                    run,
                     MettaRunOutcome::Died {
                         cause,
                         stdout,
                         stderr,
                     },
                 ));
-                outputs.current += 1;
             }
-            break (resume_from(outputs.current, requests.len()), true);
+            break (state.end_after_death(), true);
         };
         if !pending.is_empty() {
             deliver.deliver(pending).await;
@@ -718,14 +707,14 @@ impl EngineSupervisor {
             }
             Err(_) => return Err("the engine did not become ready within 60 s".into()),
         };
-        let greeting: EngineResponse = serde_json::from_str(&line)
+        let greeting: EngineAnswer = serde_json::from_str(&line)
             .map_err(|err| format!("unreadable greeting from the engine: {err}"))?;
-        match greeting.outcome {
-            ResponseOutcome::Ready => {
+        match greeting {
+            EngineAnswer::Ready { hyperon, walls } => {
                 crate::service_metrics::engine_started();
-                let version = greeting.hyperon.unwrap_or_else(|| "unknown".into());
+                let version = hyperon.unwrap_or_else(|| "unknown".into());
                 if self.hyperon_version.as_deref() != Some(version.as_str()) {
-                    let walls = greeting.walls.unwrap_or_default().join(", ");
+                    let walls = walls.join(", ");
                     tracing::info!(hyperon = %version, "MeTTa engine ready");
                     if walls.contains("NO ") {
                         tracing::warn!("containment: each live MeTTa session runs in a process of its own with: {walls}");
@@ -738,10 +727,8 @@ impl EngineSupervisor {
                 self.hyperon_version = Some(version);
                 Ok(process)
             }
-            _ => Err(greeting
-                .error
-                .unwrap_or_else(|| "the engine refused to start".into())
-                .into()),
+            EngineAnswer::Unavailable { error, .. } => Err(error.into()),
+            other => Err(format!("the engine greeted with {other:?} instead of `ready`").into()),
         }
     }
 }
@@ -782,22 +769,12 @@ fn every_run(
     (0..requests.len()).map(|run| (run, outcome(run))).collect()
 }
 
-fn resume_from(next: usize, runs: usize) -> BatchEnd {
-    if next < runs {
-        BatchEnd::Resume(next)
-    } else {
-        BatchEnd::Completed
-    }
-}
-
 /// The captured output of each run of a batch: every chunk of the engine's stdout and
-/// stderr goes to the captures of the runs not yet finished, each of which keeps what lies
-/// between its own markers.
+/// stderr goes to the captures of the runs not yet finished (from the running one on), each
+/// of which keeps what lies between its own markers.
 struct BatchOutputs {
     stdout: Vec<Option<MarkedCapture>>,
     stderr: Vec<Option<MarkedCapture>>,
-    /// The run the engine is on (the first without an outcome).
-    current: usize,
     stdout_open: bool,
     stderr_open: bool,
 }
@@ -813,98 +790,81 @@ impl BatchOutputs {
         BatchOutputs {
             stdout: captures(),
             stderr: captures(),
-            current: 0,
             stdout_open: true,
             stderr_open: true,
         }
     }
 
-    fn feed_stdout(&mut self, chunk: Option<Vec<u8>>) {
+    fn feed_stdout(&mut self, from: usize, chunk: Option<Vec<u8>>) {
         match chunk {
-            Some(chunk) => feed_all(&mut self.stdout[self.current..], &chunk),
+            Some(chunk) => feed_all(self.stdout.get_mut(from..).unwrap_or_default(), &chunk),
             None => self.stdout_open = false,
         }
     }
 
-    fn feed_stderr(&mut self, chunk: Option<Vec<u8>>) {
+    fn feed_stderr(&mut self, from: usize, chunk: Option<Vec<u8>>) {
         match chunk {
-            Some(chunk) => feed_all(&mut self.stderr[self.current..], &chunk),
+            Some(chunk) => feed_all(self.stderr.get_mut(from..).unwrap_or_default(), &chunk),
             None => self.stderr_open = false,
         }
     }
 
-    /// Whether the running job's output is complete on both streams.
-    fn current_done(&self) -> bool {
+    /// Whether the run's output is complete on both streams.
+    fn done(&self, run: usize) -> bool {
         let done = |captures: &[Option<MarkedCapture>], open: bool| {
             !open
-                || captures[self.current]
-                    .as_ref()
+                || captures
+                    .get(run)
+                    .and_then(Option::as_ref)
                     .is_none_or(MarkedCapture::is_done)
         };
         done(&self.stdout, self.stdout_open) && done(&self.stderr, self.stderr_open)
     }
 
-    /// The running job's output as it stands; the next run becomes the running one.
-    fn finish_current(&mut self) -> (CapturedOutput, CapturedOutput) {
-        let take = |captures: &mut Vec<Option<MarkedCapture>>, run: usize| {
-            captures[run]
-                .take()
+    /// The run's output as it stands (it no longer runs).
+    fn finish(&mut self, run: usize) -> (CapturedOutput, CapturedOutput) {
+        let take = |captures: &mut Vec<Option<MarkedCapture>>| {
+            captures
+                .get_mut(run)
+                .and_then(Option::take)
                 .map(MarkedCapture::finish)
                 .unwrap_or_default()
         };
-        let outputs = (
-            take(&mut self.stdout, self.current),
-            take(&mut self.stderr, self.current),
-        );
-        self.current += 1;
-        outputs
+        (take(&mut self.stdout), take(&mut self.stderr))
     }
 
-    /// An answer still waiting for its markers becomes an outcome with what arrived; returns
-    /// whether it asked for the engine's replacement.
-    fn finish_answered(
-        &mut self,
-        answered: &mut Option<(EngineResponse, Instant)>,
-        pending: &mut Vec<(usize, MettaRunOutcome)>,
-    ) -> bool {
-        let Some((response, _)) = answered.take() else {
-            return false;
-        };
-        let replace = response.recycle;
-        let run = self.current;
-        let (stdout, stderr) = self.finish_current();
-        let outcome = if response.outcome == ResponseOutcome::Died {
+    /// An answered run's outcome, with its output as it stands.
+    fn outcome(&mut self, run: usize, answered: Answered) -> MettaRunOutcome {
+        let (stdout, stderr) = self.finish(run);
+        match answered {
+            Answered::Run(end, answer) => MettaRunOutcome::Answered {
+                end,
+                answer,
+                stdout,
+                stderr,
+            },
             // The session's process died alone: the engine and the other sessions go on.
-            MettaRunOutcome::Died {
-                cause: response
-                    .error
-                    .unwrap_or_else(|| "the session's process died".into()),
+            Answered::SessionDied(cause) => MettaRunOutcome::Died {
+                cause,
                 stdout,
                 stderr,
-            }
-        } else {
-            MettaRunOutcome::Answered {
-                response,
-                stdout,
-                stderr,
-            }
-        };
-        pending.push((run, outcome));
-        replace
+            },
+            Answered::Unavailable(reason) => MettaRunOutcome::Unavailable(reason),
+        }
     }
 
-    /// After the child died or was killed: what else it wrote, for the running job.
-    async fn drain_current(
+    /// After the child died or was killed: what else it wrote, for the run that was running.
+    async fn drain(
         &mut self,
+        run: usize,
         stdout_chunks: &mut OutputPipe,
         stderr_chunks: &mut OutputPipe,
     ) -> (CapturedOutput, CapturedOutput) {
-        let run = self.current;
-        let stdout = match self.stdout[run].take() {
+        let stdout = match self.stdout.get_mut(run).and_then(Option::take) {
             Some(capture) => drain_after_death(capture, stdout_chunks).await,
             None => CapturedOutput::default(),
         };
-        let stderr = match self.stderr[run].take() {
+        let stderr = match self.stderr.get_mut(run).and_then(Option::take) {
             Some(capture) => drain_after_death(capture, stderr_chunks).await,
             None => CapturedOutput::default(),
         };
@@ -961,10 +921,38 @@ async fn drain_after_death(mut capture: MarkedCapture, chunks: &mut OutputPipe) 
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("the engine exited with status {code}"),
-        (_, Some(signal)) => format!("the engine was killed by {}", describe_signal(signal)),
-        _ => "the engine exited".into(),
+    crate::learner_messages::engine_exit(status)
+}
+
+/// Logs a line saying that the running run's session process had ended before it read the
+/// run (which is rebuilt or retried in a fresh process, not blamed); returns the line.
+fn log_lost_session(
+    answer: EngineAnswer,
+    requests: &[MettaRequest],
+    running: usize,
+) -> EngineAnswer {
+    let running = requests.get(running);
+    match (&answer, running) {
+        (
+            EngineAnswer::Progress {
+                id,
+                phase: Phase::Retry,
+                error: Some(lost),
+            },
+            Some(run),
+        ) if id.as_deref() == Some(run.job_id.to_string().as_str()) => {
+            tracing::warn!(job_id = %run.job_id, "{lost}; sending the job to a fresh one");
+        }
+        (
+            EngineAnswer::NeedHistory {
+                id,
+                error: Some(lost),
+            },
+            Some(run),
+        ) if id.as_deref() == Some(run.job_id.to_string().as_str()) => {
+            tracing::warn!(job_id = %run.job_id, "{lost}; rebuilding the session for the job");
+        }
+        _ => {}
     }
+    answer
 }

@@ -234,17 +234,9 @@ fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> 
     check(unsafe { libc::setrlimit(resource, &limit) })
 }
 
-/// Names a signal that ends children, with the limit it usually means.
-pub fn describe_signal(signal: i32) -> String {
-    match signal {
-        libc::SIGKILL => "SIGKILL (out of memory, or killed from outside)".into(),
-        libc::SIGXCPU => "SIGXCPU (its CPU time limit)".into(),
-        libc::SIGXFSZ => "SIGXFSZ (its file size limit, CHILD_FILE_SIZE_MB)".into(),
-        libc::SIGSEGV => "SIGSEGV (a crash)".into(),
-        libc::SIGABRT => "SIGABRT (an abort)".into(),
-        other => format!("signal {other}"),
-    }
-}
+/// Names a signal that ends children, with the limit it usually means (worded with the
+/// other sentences learners read).
+pub use crate::learner_messages::describe_signal;
 
 /// Sends SIGKILL to the whole process group led by `leader_pid` (no effect when it is gone).
 pub fn kill_group(leader_pid: u32) {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use metta_learner_backend::learner_messages::{ENGINE_DIED, TIME_LIMIT};
 use serde_json::{json, Value};
 
 use crate::support::{wait_until_running, TestServer};
@@ -386,7 +387,7 @@ async fn python_fork_bomb_times_out_and_leaves_no_process() {
     // Assert
     assert_status(&job, "timed_out", "a Python fork bomb");
     assert!(
-        text(&job, "error").contains("time limit"),
+        text(&job, "error").contains(TIME_LIMIT),
         "the error names the time limit: {job}"
     );
     assert!(
@@ -1170,7 +1171,7 @@ async fn python_sleeping_past_the_deadline_times_out() {
     // Assert
     assert_status(&job, "timed_out", "sleeping past the deadline");
     assert!(
-        text(&job, "error").contains("time limit"),
+        text(&job, "error").contains(TIME_LIMIT),
         "the error names the time limit: {job}"
     );
     let deadline = Duration::from_secs(RUN_TIMEOUT_SECS);
@@ -1231,7 +1232,7 @@ async fn metta_os_exit_fails_the_job_and_the_session_goes_on() {
     // Assert
     assert_status(&job, "failed", "os._exit in the engine");
     assert!(
-        text(&job, "error").contains("engine"),
+        text(&job, "error").starts_with(ENGINE_DIED),
         "the error says the engine ended: {job}"
     );
     let after = sandbox.metta("!(kept-fact)").await;

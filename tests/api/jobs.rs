@@ -2,6 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use metta_learner_backend::learner_messages::{
+    describe_signal, LAST_WORDS, PYTHON_KILLED, TIME_LIMIT,
+};
 use serde_json::{json, Value};
 
 use crate::support::{
@@ -500,7 +503,7 @@ async fn python_jobs_get_stdin_report_failures_and_time_out() {
     // The deadline stops the job.
     assert_eq!(slow["status"], "timed_out", "{slow}");
     assert!(
-        slow["error"].as_str().unwrap_or("").contains("time limit"),
+        slow["error"].as_str().unwrap_or("").contains(TIME_LIMIT),
         "the error says the time limit was hit: {slow}"
     );
     assert!(
@@ -777,9 +780,15 @@ async fn a_python_job_killed_by_a_signal_shows_the_signal_and_what_it_wrote_to_s
     // Assert
     assert_eq!(job["status"], "failed", "{job}");
     let error = job["error"].as_str().unwrap_or_default();
-    assert!(error.contains("SIGABRT"), "the signal is named: {error}");
     assert!(
-        error.contains("the reason it aborts"),
+        error.starts_with(&format!(
+            "{PYTHON_KILLED} {}",
+            describe_signal(libc::SIGABRT)
+        )),
+        "the signal is named: {error}"
+    );
+    assert!(
+        error.ends_with(&format!("{LAST_WORDS}\nthe reason it aborts")),
         "the interpreter's last words are shown: {error}"
     );
 }

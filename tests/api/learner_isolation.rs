@@ -183,6 +183,43 @@ fn assert_no_leak(job: &Value, what: &str) {
     );
 }
 
+/// The probe finds what it can reach: without this, a probe that found nothing anywhere
+/// would pass the tests below.
+#[tokio::test]
+async fn the_hunting_probe_finds_a_secret_within_its_reach() {
+    // Arrange
+    let server = start_server().await;
+    let (secret, hash) = fresh_secret();
+    let (start, digits) = secret.split_at(3);
+    // The secret in the Python job's own memory (built at run time, so only there), and in
+    // the probing session's own space.
+    let holding = format!("held = ''.join([{start:?}, {digits:?}])\n");
+    let defined = server
+        .metta("self-prober", &format!("(= (secret) {secret})"))
+        .await;
+    assert_status(&defined, "succeeded", "the prober's own definition");
+
+    // Act
+    let from_python = server
+        .run(serde_json::json!({
+            "language": "python",
+            "code": format!("{holding}{}", hunting_probe(&hash)),
+        }))
+        .await;
+    let from_session = server
+        .metta("self-prober", &metta_exec(&hunting_probe(&hash)))
+        .await;
+
+    // Assert
+    for (job, what) in [(&from_python, "a Python job"), (&from_session, "a session")] {
+        let output = text(job, "output");
+        assert!(
+            output.contains("probe done") && output.lines().any(|line| line.starts_with("LEAK")),
+            "{what}: the probe must find the secret it holds itself: {job}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_session_cannot_find_another_learners_session_in_its_heap_memory_or_proc() {
     // Arrange
@@ -363,5 +400,59 @@ async fn files_left_in_tmp_or_dev_shm_by_one_learner_are_not_seen_by_another() {
     );
     for folder in ["/tmp", "/dev/shm"] {
         let _ = std::fs::remove_file(format!("{folder}/{by_python}"));
+    }
+}
+
+/// Python that leaves a thread printing in the background of its session's process, and a
+/// second learner's run that starts while it prints.
+const BACKGROUND_PRINTER: &str = r#"import os, sys, threading, time
+def shout():
+    while True:
+        os.write(1, b"INJECTED-OUT\n")
+        os.write(2, b"INJECTED-ERR\n")
+        print("INJECTED-PRINT", flush=True)
+        time.sleep(0.002)
+threading.Thread(target=shout, daemon=True).start()
+print("printer started")
+"#;
+
+#[tokio::test]
+async fn a_thread_left_printing_by_one_learner_never_reaches_anothers_output() {
+    // Arrange
+    let server = start_server().await;
+    let started = server
+        .metta("printer", &metta_exec(BACKGROUND_PRINTER))
+        .await;
+    assert_status(&started, "succeeded", "the printer's run");
+
+    // Act: another learner's runs while the thread prints.
+    let mut runs = Vec::new();
+    for round in 0..20 {
+        runs.push(
+            server
+                .metta(
+                    "quiet",
+                    &format!("!(+ {round} 1)\n!((py-atom time.sleep) 0.01)"),
+                )
+                .await,
+        );
+    }
+
+    // Assert
+    for (round, job) in runs.iter().enumerate() {
+        assert_status(job, "succeeded", "the quiet learner's run");
+        for field in ["output", "stdout", "stderr", "result"] {
+            let Some(value) = job.get(field).and_then(Value::as_str) else {
+                continue;
+            };
+            assert!(
+                !value.contains("INJECTED"),
+                "round {round}: another learner's thread wrote into this job's {field}: {job}"
+            );
+        }
+        assert!(
+            text(job, "result").starts_with(&format!("[{}]", round + 1)),
+            "round {round}: {job}"
+        );
     }
 }

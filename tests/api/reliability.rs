@@ -67,8 +67,8 @@ const GIVE_UP: Duration = Duration::from_secs(300);
 /// Kills happen between these fractions (in percent) of the finished logical jobs.
 const KILL_WINDOW_PERCENT: (usize, usize) = (5, 90);
 
-/// The error a MeTTa job gets when the engine dies under it (src/worker.rs).
-const ENGINE_DIED: &str = "the MeTTa engine died while running this job";
+/// The error a MeTTa job gets when the engine dies under it.
+const ENGINE_DIED: &str = metta_learner_backend::learner_messages::ENGINE_DIED;
 /// The error start-up recovery gives a job interrupted twice (src/store/mod.rs).
 const INTERRUPTED_TWICE: &str = "interrupted by restart (twice)";
 /// The log line of start-up recovery (src/app.rs).
