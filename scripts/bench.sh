@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks the service against the MeTTa engine's own speed, in one run on this machine:
-# sets everything up and builds (release), then runs target/release/metta-learner-bench, which
-# prints a markdown report and writes bench/results/latest.md and bench/results/latest.json.
+# sets everything up and builds (release: the server, then the benchmark crate crates/bench),
+# then runs target/release/metta-learner-bench, which prints a markdown report and writes
+# bench/results/latest.md and bench/results/latest.json.
 # Progress goes to stderr; the report to stdout. Takes about a minute on 2 cores. Then, as
 # root, scripts/session_cost.py measures what one process per live MeTTa session costs.
 #
@@ -11,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+cargo build --release --locked -p metta-learner-bench
 if [ "${1:-}" = "--scaling" ]; then
   scripts/pg-test.sh start
   trap 'scripts/pg-test.sh stop' EXIT

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # sqlx's offline query data (`.sqlx/` at the workspace root, sqlx's current form of
-# `sqlx-data.json`) for both stores: every query macro of the server crate (server, benchmark
-# and tests) described against a fresh SQLite database made by `migrations/`, and every query
+# `sqlx-data.json`) for both stores: every query macro of the server crate (server and
+# tests) described against a fresh SQLite database made by `migrations/`, and every query
 # macro of `crates/store-postgres` described against a fresh PostgreSQL database made by its
 # `migrations/` (that crate's `sqlx.toml` names PG_DATABASE_URL), on the project's own test
 # server (scripts/pg-test.sh, started when not running; PG_ADMIN_URL names another server).

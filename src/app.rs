@@ -349,8 +349,9 @@ fn protect_server_process() {
     crate::sandbox::become_subreaper();
 }
 
-/// Asks the project's Python for its `sys.path` and checks that it imports hyperon.
-async fn probe_python(python: &Path) -> Result<Vec<String>, String> {
+/// Asks the project's Python for its `sys.path` and checks that it imports hyperon. Also timed
+/// by the benchmark (`measurement`), as part of start-up.
+pub async fn probe_python(python: &Path) -> Result<Vec<String>, String> {
     const SCRIPT: &str = "import json, sys\nimport hyperon\nprint(json.dumps(sys.path))";
     let output = tokio::time::timeout(
         PROBE_TIMEOUT,

@@ -8,27 +8,41 @@
 //! output and each session's history are stored, so clients poll or long-wait (`job_signals`),
 //! and a restart loses nothing. `http` is the API, `app` wires it all, `config` is every knob,
 //! `domain` the vocabulary, `learner_messages` every sentence a learner reads when a job
-//! did not simply succeed (exported for the API tests, which match its constants),
-//! `service_metrics` what `/metrics` shows, `request_context` the id that ties a request's log
-//! lines (and its jobs') together. `docs/ARCHITECTURE.md` walks through the layout.
+//! did not simply succeed, `service_metrics` what `/metrics` shows, `request_context` the id
+//! that ties a request's log lines (and its jobs') together. `docs/ARCHITECTURE.md` walks
+//! through the layout.
+//!
+//! Every module but `learner_messages` is private. The public surface is what the binary
+//! (`main.rs`) needs to run the server or the engine child; `learner_messages`, whose
+//! constants the API tests match instead of copying sentences (the tests otherwise use the
+//! real binary); and what the benchmark (`crates/bench`) needs from inside where a figure
+//! cannot be taken through HTTP (`measurement` says why each item is there).
 
-pub mod app;
-pub mod capture;
-pub mod config;
-pub mod domain;
-pub mod engine;
-pub mod http;
-pub mod instance;
-pub mod job_signals;
+mod app;
+mod capture;
+mod config;
+mod domain;
+mod engine;
+mod http;
+mod instance;
+mod job_signals;
 pub mod learner_messages;
-pub mod python_runner;
-pub mod queue;
-pub mod recent_activity;
-pub mod request_context;
-pub mod sandbox;
-pub mod service_metrics;
-pub mod store;
-pub mod worker;
+mod measurement;
+mod python_runner;
+mod queue;
+mod recent_activity;
+mod request_context;
+mod sandbox;
+mod service_metrics;
+mod store;
+mod worker;
 
+// The binary: the server and the engine child it spawns of itself.
 pub use app::Application;
-pub use config::Config;
+pub use config::{Config, LogFormat};
+pub use engine::child::{run_engine, EngineArgs};
+
+// The benchmark.
+pub use measurement::{
+    fill_with_finished_jobs, load_engine_driver, probe_python, SupervisedEngine,
+};

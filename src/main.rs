@@ -4,9 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use metta_learner_backend::config::LogFormat;
-use metta_learner_backend::engine::child::{run_engine, EngineArgs};
-use metta_learner_backend::{Application, Config};
+use metta_learner_backend::{run_engine, Application, Config, EngineArgs, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 

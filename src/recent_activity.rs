@@ -56,10 +56,6 @@ struct Tally {
 }
 
 impl RecentActivity {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Records a job that reached its final state just now.
     pub fn record_finished(&self, job: &JobRecord) {
         self.record_at(
@@ -133,7 +129,7 @@ mod tests {
     #[test]
     fn jobs_fall_into_their_bucket_and_old_ones_leave_the_window() {
         // Arrange
-        let activity = RecentActivity::new();
+        let activity = RecentActivity::default();
         let start = Instant::now();
         activity.record_at(start, Some(0.010), false);
         activity.record_at(start + Duration::from_secs(200), Some(0.030), true);

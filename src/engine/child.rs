@@ -163,10 +163,8 @@ fn load_driver(
 ) -> Result<(Py<PyModule>, String, Vec<String>), String> {
     let folders: Vec<String> = serde_json::from_str(&args.sys_path)
         .map_err(|err| format!("--sys-path is not a JSON list of folders: {err}"))?;
-    let source = CString::new(DRIVER_SOURCE).map_err(|err| err.to_string())?;
     Python::attach(|py| {
-        use_sys_path(py, &folders)?;
-        let driver = PyModule::from_code(py, source.as_c_str(), c"driver.py", c"mlb_driver")?;
+        let driver = load_engine_driver(py, &folders)?;
         let cwd = std::env::current_dir()
             .map(|dir| dir.display().to_string())
             .unwrap_or_else(|_| ".".into());
@@ -190,10 +188,21 @@ fn load_driver(
     .map_err(|err: PyErr| format!("cannot import hyperon in the engine: {err}"))
 }
 
-/// Makes `folders` (the project environment's `sys.path`, as the server's probe of `PYTHON`
-/// reports it) the embedded interpreter's `sys.path`, so `import hyperon` finds `.venv`'s
-/// packages; an empty list keeps the embedded default. Also used by the benchmark binary.
-pub fn use_sys_path(py: Python<'_>, folders: &[String]) -> PyResult<()> {
+/// Loads `driver.py` (which imports hyperon) with `folders` (the project environment's
+/// `sys.path`, as the server's probe of `PYTHON` reports it) as the interpreter's `sys.path`.
+/// Also used by the benchmark, to time hyperon and the driver in its own process.
+pub fn load_engine_driver<'py>(
+    py: Python<'py>,
+    folders: &[String],
+) -> PyResult<Bound<'py, PyModule>> {
+    use_sys_path(py, folders)?;
+    let source = CString::new(DRIVER_SOURCE)?;
+    PyModule::from_code(py, source.as_c_str(), c"driver.py", c"mlb_driver")
+}
+
+/// Makes `folders` the embedded interpreter's `sys.path`, so `import hyperon` finds `.venv`'s
+/// packages; an empty list keeps the embedded default.
+fn use_sys_path(py: Python<'_>, folders: &[String]) -> PyResult<()> {
     if !folders.is_empty() {
         py.import("sys")?
             .setattr("path", PyList::new(py, folders)?)?;

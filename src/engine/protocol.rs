@@ -17,8 +17,6 @@ pub enum EngineRequest<'a> {
     },
     /// Forget a session's live process (answered `dropped`).
     Drop { id: &'a str, session: &'a str },
-    /// Answered `pong`, with the live sessions' pids and the last fork-to-ready times.
-    Ping { id: &'a str },
 }
 
 /// One MeTTa run of a batch.

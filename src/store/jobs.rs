@@ -29,9 +29,8 @@ macro_rules! query_jobs {
                      results_json AS "results?: Json<Vec<Vec<String>>>", stdout AS "stdout?",
                      stderr AS "stderr?", output_truncated AS "output_truncated!: bool",
                      error AS "error?", error_kind AS "error_kind?: ErrorKind",
-                     idempotency_key AS "idempotency_key?", created_at AS "created_at!",
-                     started_at AS "started_at?", finished_at AS "finished_at?",
-                     duration_ms AS "duration_ms?""#
+                     created_at AS "created_at!", started_at AS "started_at?",
+                     finished_at AS "finished_at?", duration_ms AS "duration_ms?""#
                 + $tail
             $(, $arg)*
         )

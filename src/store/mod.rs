@@ -38,7 +38,7 @@ use tokio::sync::Mutex;
 
 pub use jobs::{CancelOutcome, EnqueueOutcome, Recovery};
 pub use open::Durability;
-pub use postgres::{PgStore, PgWakeups};
+pub use postgres::PgStore;
 pub use records::{
     CellRecord, ClaimedJob, JobOutcome, JobRecord, NewJob, OldestClaim, QueueCounts,
     SessionSummary, SessionView,

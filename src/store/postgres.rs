@@ -101,7 +101,6 @@ fn job_record(row: pg::JobRow) -> StoreResult<JobRecord> {
             .error_kind
             .map(|v| parse::<ErrorKind>("error kind", &v))
             .transpose()?,
-        idempotency_key: row.idempotency_key,
         created_at: row.created_at,
         started_at: row.started_at,
         finished_at: row.finished_at,
@@ -132,11 +131,6 @@ impl PgStore {
             lease,
             affinity,
         })
-    }
-
-    /// This host's id.
-    pub fn host(&self) -> &str {
-        &self.host
     }
 
     fn lease_ms(&self) -> i64 {

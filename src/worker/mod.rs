@@ -279,7 +279,6 @@ fn test_job(kind: JobKind, language: Option<Language>, session: Option<&str>) ->
         output_truncated: false,
         error: None,
         error_kind: None,
-        idempotency_key: None,
         created_at: String::new(),
         started_at: None,
         finished_at: None,

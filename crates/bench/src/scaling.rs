@@ -1,0 +1,147 @@
+//! `--scaling`: the same service on one PostgreSQL with 1, 2 and 3 server processes, under a
+//! workload of realistic jobs (a MeTTa program of about 20 ms of engine time, in many
+//! sessions); writes `bench/results/scaling.md`. Each process count gets a fresh database,
+//! created and dropped on the server `BENCH_PG_ADMIN_URL` names.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use serde_json::json;
+
+use crate::api::Api;
+use crate::progress;
+use crate::server::Server;
+use crate::setup::Setup;
+
+/// Sessions (one client each), jobs per client in the timed window, and the program.
+const CLIENTS: usize = 48;
+const JOBS_PER_CLIENT: usize = 15;
+const DEFINITION: &str = "(= (fib $n) (if (< $n 2) $n (+ (fib (- $n 1)) (fib (- $n 2)))))";
+const PROGRAM: &str = "!(fib 3)";
+
+fn psql(url: &str, sql: &str) -> Result<()> {
+    let status = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .status()
+        .context("cannot run psql")?;
+    ensure!(status.success(), "psql {sql} failed");
+    Ok(())
+}
+
+pub(crate) async fn measure(setup: &Setup) -> Result<()> {
+    let admin = std::env::var("BENCH_PG_ADMIN_URL").context(
+        "--scaling needs BENCH_PG_ADMIN_URL (scripts/bench.sh --scaling starts the project's PostgreSQL)",
+    )?;
+    let (base, _) = admin
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow!("BENCH_PG_ADMIN_URL ends in /DATABASE"))?;
+    let mut rows = Vec::new();
+    for processes in 1..=3usize {
+        let name = format!("bench_scaling_{processes}_{}", std::process::id());
+        psql(
+            &admin,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )?;
+        psql(&admin, &format!("CREATE DATABASE {name}"))?;
+        let url = format!("{base}/{name}");
+        let result = run_with(setup, &url, processes).await;
+        psql(
+            &admin,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )?;
+        rows.push((processes, result?));
+    }
+    let one = rows[0].1 .0;
+    let mut markdown = format!(
+        "## Scaling on one PostgreSQL\n\n{CLIENTS} clients, each with its own session, \
+         {JOBS_PER_CLIENT} jobs each (`{PROGRAM}` after `fib` is defined: about 20 ms of \
+         engine time), requests spread round-robin over the processes, `?wait=30`.\n\n\
+         | processes | jobs/s | × one process | p50 ms | p99 ms |\n|---|---|---|---|---|\n"
+    );
+    for (processes, (throughput, p50, p99)) in &rows {
+        markdown.push_str(&format!(
+            "| {processes} | {throughput:.1} | {:.2} | {p50:.1} | {p99:.1} |\n",
+            throughput / one
+        ));
+    }
+    print!("{markdown}");
+    std::fs::create_dir_all("bench/results").context("cannot create bench/results")?;
+    std::fs::write("bench/results/scaling.md", &markdown)
+        .context("cannot write bench/results/scaling.md")?;
+    Ok(())
+}
+
+/// Throughput (jobs/s) and p50/p99 latency (ms) with `processes` servers on `url`.
+async fn run_with(setup: &Setup, url: &str, processes: usize) -> Result<(f64, f64, f64)> {
+    progress(&format!(
+        "scaling: {processes} process(es) on one PostgreSQL"
+    ));
+    let mut servers = Vec::new();
+    for i in 0..processes {
+        let folder = setup.work.path().join(format!("scaling-{processes}-{i}"));
+        std::fs::create_dir_all(&folder).context("cannot create a folder")?;
+        let host = format!("bench-{i}");
+        servers.push(
+            Server::start_on(
+                setup,
+                url,
+                &folder,
+                &[("HOST_ID", &host), ("MAX_LIVE_SESSIONS", "128")],
+            )
+            .await?,
+        );
+    }
+    let apis: Vec<Api> = servers.iter().map(Api::new).collect();
+    // Warm-up, untimed: each session gets its definition (and the engines their start).
+    let mut warm = Vec::new();
+    for client in 0..CLIENTS {
+        let api = apis[client % apis.len()].clone();
+        warm.push(tokio::spawn(async move {
+            let body = json!({"language": "metta", "sessionId": format!("scale-{client}"), "code": DEFINITION});
+            api.post("/api/v1/jobs?wait=30", &body, &[]).await
+        }));
+    }
+    for task in warm {
+        let (status, job) = task.await.context("warm-up task")??;
+        ensure!(
+            status == 200 && job["status"] == "succeeded",
+            "warm-up: {status} {job}"
+        );
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let apis = apis.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(JOBS_PER_CLIENT);
+            for job in 0..JOBS_PER_CLIENT {
+                let api = &apis[(client + job) % apis.len()];
+                let body = json!({"language": "metta", "sessionId": format!("scale-{client}"), "code": PROGRAM});
+                let sent = Instant::now();
+                let (status, answer) = api.post("/api/v1/jobs?wait=30", &body, &[]).await?;
+                ensure!(
+                    status == 200 && answer["result"] == "[2]\n",
+                    "a job answered {status}: {answer}"
+                );
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.context("client task")??);
+    }
+    let wall = started.elapsed();
+    for server in servers {
+        server.stop().await?;
+    }
+    latencies.sort();
+    let at = |q: f64| {
+        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies[index].as_secs_f64() * 1000.0
+    };
+    let throughput = latencies.len() as f64 / wall.as_secs_f64();
+    Ok((throughput, at(0.5), at(0.99)))
+}
