@@ -164,28 +164,34 @@ fn load_driver(
     let folders: Vec<String> = serde_json::from_str(&args.sys_path)
         .map_err(|err| format!("--sys-path is not a JSON list of folders: {err}"))?;
     Python::attach(|py| {
-        let driver = load_engine_driver(py, &folders)?;
+        let driver = load_engine_driver(py, &folders)
+            .map_err(|err| format!("cannot import hyperon in the engine: {err}"))?;
         let cwd = std::env::current_dir()
             .map(|dir| dir.display().to_string())
             .unwrap_or_else(|_| ".".into());
-        let version: String = driver
-            .call_method1(
-                "configure",
-                (
-                    args.max_live_sessions,
-                    cwd,
-                    args.memory_budget_mb,
-                    response_fd,
-                    args.session_uid_base,
-                    args.session_gid,
-                    args.session_open_files,
-                ),
-            )?
-            .extract()?;
-        let walls: Vec<String> = driver.call_method0("start_session_processes")?.extract()?;
+        let configured = driver.call_method1(
+            "configure",
+            (
+                args.max_live_sessions,
+                cwd,
+                args.memory_budget_mb,
+                response_fd,
+                args.session_uid_base,
+                args.session_gid,
+                args.session_open_files,
+            ),
+        );
+        let version: String = configured
+            .and_then(|version| version.extract())
+            .map_err(|err| format!("cannot configure the engine's driver: {err}"))?;
+        // A failure here is the first session process's (a wall the host refuses, or the
+        // process killed before it was ready), not hyperon's.
+        let walls: Vec<String> = driver
+            .call_method0("start_session_processes")
+            .and_then(|walls| walls.extract())
+            .map_err(|err| format!("the engine's first session process did not start: {err}"))?;
         Ok((driver.unbind(), version, walls))
     })
-    .map_err(|err: PyErr| format!("cannot import hyperon in the engine: {err}"))
 }
 
 /// Loads `driver.py` (which imports hyperon) with `folders` (the project environment's

@@ -190,6 +190,14 @@ impl BatchExchange {
                 None => return AfterLine::Continue,
             },
         };
+        // An engine that failed outside any run failed the service, not the running run's code.
+        let answered = match answered {
+            Answered::Run(_, run) if for_batch => Answered::Unavailable(
+                run.error
+                    .unwrap_or_else(|| "the engine failed outside any job".into()),
+            ),
+            other => other,
+        };
         // The next run's clock starts now (its answer ends this one's).
         if let Some(next) = self.runs.get(self.running + 1) {
             if self.exited.is_none() {
@@ -435,7 +443,7 @@ mod tests {
         assert!(answer.asks_for_replacement());
         assert_eq!(recycled.end_after_answer(true), Some(BatchEnd::Resume(1)));
         assert_eq!(run, 0);
-        assert!(matches!(error, Answered::Run(RunEnd::Failed, _)));
+        assert_eq!(error, Answered::Unavailable("engine error: boom".into()));
         assert_eq!(errored.end_after_answer(false), Some(BatchEnd::Resume(1)));
     }
 

@@ -21,9 +21,11 @@
 //! (`driver.py` has the tree). A session process that dies takes only its session with it:
 //! the child answers `died` for its run and goes on.
 
+mod batch_output;
 pub mod child;
 mod exchange;
 pub mod protocol;
+mod spawn;
 pub mod supervisor;
 
 pub use supervisor::{

@@ -8,26 +8,19 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::unix::pipe;
-use tokio::process::Child;
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::child::{REQUEST_FD, RESPONSE_FD};
-use super::exchange::{AfterLine, Answered, BatchExchange, Death, RunPlan, DRAIN_AFTER_DEATH};
+use super::batch_output::BatchOutputs;
+use super::exchange::{AfterLine, BatchExchange, Death, RunPlan, DRAIN_AFTER_DEATH};
 use super::protocol::{EngineAnswer, EngineRequest, Phase, RunAnswer, RunEnd, RunRequest};
-use crate::capture::{CapturedOutput, MarkedCapture};
+use super::spawn::{spawn, EngineProcess, StartFailure};
+use crate::capture::CapturedOutput;
 use crate::domain::{JobId, SessionId};
-use crate::sandbox::{
-    child_work_dir, cloexec_pipe, contained_command, kill_group, pass_fd_as, Containment,
-};
-
-/// How long a new engine child may take to import hyperon and say it is ready.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::sandbox::{kill_group, Containment};
 
 /// Everything the supervisor needs to start and bound engine children.
 #[derive(Debug, Clone)]
@@ -158,24 +151,6 @@ where
 /// job did not run, so `run` sends it once more to a new child.
 struct NotReceived(String);
 
-/// A live engine child and its pipes. Dropping it kills the child's whole process group.
-struct EngineProcess {
-    child: Child,
-    leader: u32,
-    requests: pipe::Sender,
-    responses: Lines<BufReader<pipe::Receiver>>,
-    stdout: OutputPipe,
-    stderr: OutputPipe,
-    /// The child's working directory and home, removed with it.
-    _work_dir: tempfile::TempDir,
-}
-
-impl Drop for EngineProcess {
-    fn drop(&mut self) {
-        kill_group(self.leader);
-    }
-}
-
 /// Supervises at most one engine child at a time.
 pub struct EngineSupervisor {
     settings: EngineSettings,
@@ -208,13 +183,16 @@ impl EngineSupervisor {
     /// says nothing about the host, so it is started once more before the jobs are failed.
     pub async fn ensure_started(&mut self) -> Result<(), String> {
         if self.process.is_none() {
-            let mut spawned = self.spawn().await;
+            let known = self.hyperon_version.as_deref();
+            let mut spawned = spawn(&self.settings, known).await;
             if let Err(StartFailure::KilledWhileStarting(reason)) = &spawned {
                 tracing::warn!("{reason}; starting another");
-                spawned = self.spawn().await;
+                spawned = spawn(&self.settings, known).await;
             }
             self.start_failing = spawned.is_err();
-            self.process = Some(spawned.map_err(StartFailure::into_reason)?);
+            let (process, version) = spawned.map_err(StartFailure::into_reason)?;
+            self.hyperon_version = Some(version);
+            self.process = Some(process);
         }
         Ok(())
     }
@@ -621,156 +599,6 @@ impl EngineSupervisor {
         }
         Ok(end)
     }
-
-    async fn spawn(&mut self) -> Result<EngineProcess, StartFailure> {
-        if let Some(reason) = &self.settings.refusal {
-            return Err(format!(
-                "this server runs no learner's code until its operator fixes its containment: {reason}"
-            )
-            .into());
-        }
-        let containment = self.settings.containment.clone();
-        let work_dir = child_work_dir(&self.settings.scratch, "engine-", containment.identity)
-            .map_err(|err| format!("cannot create the engine's working directory: {err}"))?;
-        let (response_reader, response_writer) = cloexec_pipe()
-            .map_err(|err| format!("cannot create the engine's answer pipe: {err}"))?;
-        let (request_reader, request_writer) = cloexec_pipe()
-            .map_err(|err| format!("cannot create the engine's request pipe: {err}"))?;
-        let sys_path =
-            serde_json::to_string(&self.settings.sys_path).unwrap_or_else(|_| "[]".into());
-        let mut command =
-            contained_command(&self.settings.executable, work_dir.path(), &containment)
-                .map_err(|err| format!("cannot prepare the engine's containment: {err}"))?;
-        command
-            .arg("engine")
-            .arg("--max-live-sessions")
-            .arg(self.settings.max_live_sessions.to_string())
-            .arg("--memory-budget-mb")
-            .arg(self.settings.memory_budget_mb.to_string())
-            .arg("--sys-path")
-            .arg(sys_path)
-            .arg("--session-uid-base")
-            .arg(
-                self.settings
-                    .session_uid_base
-                    .map_or(-1, i64::from)
-                    .to_string(),
-            )
-            .arg("--session-gid")
-            .arg(self.settings.session_gid.map_or(-1, i64::from).to_string())
-            .arg("--session-open-files")
-            .arg(self.settings.session_open_files.to_string())
-            // The engine's own stdin is empty: a job's stdin comes with the job, and no
-            // learner's `input()` can read the engine's requests.
-            .stdin(Stdio::null());
-        pass_fd_as(&mut command, &response_writer, RESPONSE_FD);
-        pass_fd_as(&mut command, &request_reader, REQUEST_FD);
-        let mut child = command.spawn().map_err(|err| {
-            format!(
-                "cannot start the engine process {}: {err}",
-                self.settings.executable.display()
-            )
-        })?;
-        drop(response_writer);
-        drop(request_reader);
-        let leader = child.id().unwrap_or(0);
-        let requests = pipe::Sender::from_owned_fd(request_writer)
-            .map_err(|err| format!("cannot write to the engine's request pipe: {err}"))?;
-        let stdout = OutputPipe::new(child.stdout.take().ok_or("the engine has no stdout")?);
-        let stderr = OutputPipe::new(child.stderr.take().ok_or("the engine has no stderr")?);
-        let receiver = pipe::Receiver::from_owned_fd(response_reader)
-            .map_err(|err| format!("cannot read the engine's answer pipe: {err}"))?;
-        let mut process = EngineProcess {
-            child,
-            leader,
-            requests,
-            responses: BufReader::new(receiver).lines(),
-            stdout,
-            stderr,
-            _work_dir: work_dir,
-        };
-
-        let greeting = tokio::time::timeout(START_TIMEOUT, process.responses.next_line()).await;
-        let line = match greeting {
-            Ok(Ok(Some(line))) => line,
-            Ok(_) => {
-                let status = process.child.wait().await;
-                let killed = matches!(
-                    &status,
-                    Ok(status) if std::os::unix::process::ExitStatusExt::signal(status) == Some(libc::SIGKILL)
-                );
-                let status = status.map(describe_exit);
-                let mut stderr_text = Vec::new();
-                while let Ok(Some(chunk)) =
-                    tokio::time::timeout(DRAIN_AFTER_DEATH, process.stderr.recv()).await
-                {
-                    stderr_text.extend_from_slice(&chunk);
-                }
-                let reason = format!(
-                    "the engine stopped before it was ready ({}): {}",
-                    status.unwrap_or_else(|err| err.to_string()),
-                    String::from_utf8_lossy(&stderr_text).trim()
-                );
-                return Err(if killed {
-                    StartFailure::KilledWhileStarting(reason)
-                } else {
-                    StartFailure::Refused(reason)
-                });
-            }
-            Err(_) => return Err("the engine did not become ready within 60 s".into()),
-        };
-        let greeting: EngineAnswer = serde_json::from_str(&line)
-            .map_err(|err| format!("unreadable greeting from the engine: {err}"))?;
-        match greeting {
-            EngineAnswer::Ready { hyperon, walls } => {
-                crate::service_metrics::engine_started();
-                let version = hyperon.unwrap_or_else(|| "unknown".into());
-                if self.hyperon_version.as_deref() != Some(version.as_str()) {
-                    let walls = walls.join(", ");
-                    tracing::info!(hyperon = %version, "MeTTa engine ready");
-                    if walls.contains("NO ") {
-                        tracing::warn!("containment: each live MeTTa session runs in a process of its own with: {walls}");
-                    } else {
-                        tracing::info!(
-                            "each live MeTTa session runs in a process of its own with: {walls}"
-                        );
-                    }
-                }
-                self.hyperon_version = Some(version);
-                Ok(process)
-            }
-            EngineAnswer::Unavailable { error, .. } => Err(error.into()),
-            other => Err(format!("the engine greeted with {other:?} instead of `ready`").into()),
-        }
-    }
-}
-
-/// Why no engine child could be started.
-enum StartFailure {
-    /// It was killed (SIGKILL) before it said it was ready: worth one more try.
-    KilledWhileStarting(String),
-    /// Anything else (hyperon missing, a wall refused, a bad setting): said to the jobs.
-    Refused(String),
-}
-
-impl StartFailure {
-    fn into_reason(self) -> String {
-        match self {
-            StartFailure::KilledWhileStarting(reason) | StartFailure::Refused(reason) => reason,
-        }
-    }
-}
-
-impl From<String> for StartFailure {
-    fn from(reason: String) -> Self {
-        StartFailure::Refused(reason)
-    }
-}
-
-impl From<&str> for StartFailure {
-    fn from(reason: &str) -> Self {
-        StartFailure::Refused(reason.to_string())
-    }
 }
 
 /// The same outcome for every run of a batch.
@@ -781,158 +609,7 @@ fn every_run(
     (0..requests.len()).map(|run| (run, outcome(run))).collect()
 }
 
-/// The captured output of each run of a batch: every chunk of the engine's stdout and
-/// stderr goes to the captures of the runs not yet finished (from the running one on), each
-/// of which keeps what lies between its own markers.
-struct BatchOutputs {
-    stdout: Vec<Option<MarkedCapture>>,
-    stderr: Vec<Option<MarkedCapture>>,
-    stdout_open: bool,
-    stderr_open: bool,
-}
-
-impl BatchOutputs {
-    fn new(markers: &[(String, String)], cap: usize) -> Self {
-        let captures = || {
-            markers
-                .iter()
-                .map(|(start, end)| Some(MarkedCapture::new(start.as_bytes(), end.as_bytes(), cap)))
-                .collect()
-        };
-        BatchOutputs {
-            stdout: captures(),
-            stderr: captures(),
-            stdout_open: true,
-            stderr_open: true,
-        }
-    }
-
-    fn feed_stdout(&mut self, from: usize, chunk: Option<Vec<u8>>) {
-        match chunk {
-            Some(chunk) => feed_all(self.stdout.get_mut(from..).unwrap_or_default(), &chunk),
-            None => self.stdout_open = false,
-        }
-    }
-
-    fn feed_stderr(&mut self, from: usize, chunk: Option<Vec<u8>>) {
-        match chunk {
-            Some(chunk) => feed_all(self.stderr.get_mut(from..).unwrap_or_default(), &chunk),
-            None => self.stderr_open = false,
-        }
-    }
-
-    /// Whether the run's output is complete on both streams.
-    fn done(&self, run: usize) -> bool {
-        let done = |captures: &[Option<MarkedCapture>], open: bool| {
-            !open
-                || captures
-                    .get(run)
-                    .and_then(Option::as_ref)
-                    .is_none_or(MarkedCapture::is_done)
-        };
-        done(&self.stdout, self.stdout_open) && done(&self.stderr, self.stderr_open)
-    }
-
-    /// The run's output as it stands (it no longer runs).
-    fn finish(&mut self, run: usize) -> (CapturedOutput, CapturedOutput) {
-        let take = |captures: &mut Vec<Option<MarkedCapture>>| {
-            captures
-                .get_mut(run)
-                .and_then(Option::take)
-                .map(MarkedCapture::finish)
-                .unwrap_or_default()
-        };
-        (take(&mut self.stdout), take(&mut self.stderr))
-    }
-
-    /// An answered run's outcome, with its output as it stands.
-    fn outcome(&mut self, run: usize, answered: Answered) -> MettaRunOutcome {
-        let (stdout, stderr) = self.finish(run);
-        match answered {
-            Answered::Run(end, answer) => MettaRunOutcome::Answered {
-                end,
-                answer,
-                stdout,
-                stderr,
-            },
-            // The session's process died alone: the engine and the other sessions go on.
-            Answered::SessionDied(cause) => MettaRunOutcome::Died {
-                cause,
-                stdout,
-                stderr,
-            },
-            Answered::Unavailable(reason) => MettaRunOutcome::Unavailable(reason),
-        }
-    }
-
-    /// After the child died or was killed: what else it wrote, for the run that was running.
-    async fn drain(
-        &mut self,
-        run: usize,
-        stdout_chunks: &mut OutputPipe,
-        stderr_chunks: &mut OutputPipe,
-    ) -> (CapturedOutput, CapturedOutput) {
-        let stdout = match self.stdout.get_mut(run).and_then(Option::take) {
-            Some(capture) => drain_after_death(capture, stdout_chunks).await,
-            None => CapturedOutput::default(),
-        };
-        let stderr = match self.stderr.get_mut(run).and_then(Option::take) {
-            Some(capture) => drain_after_death(capture, stderr_chunks).await,
-            None => CapturedOutput::default(),
-        };
-        (stdout, stderr)
-    }
-}
-
-fn feed_all(captures: &mut [Option<MarkedCapture>], chunk: &[u8]) {
-    for capture in captures.iter_mut().flatten() {
-        capture.feed(chunk);
-        // Runs write their markers in order: a run's start marker can only follow the end
-        // marker of the run before it, so later captures need the chunk only once this one
-        // is complete (it then was the chunk that completed it, or a later one).
-        if !capture.is_done() {
-            break;
-        }
-    }
-}
-
-/// One of the engine's output pipes, read by the exchange itself while a batch runs (no
-/// task in between). Between batches nobody reads it: a leftover process printing then fills
-/// the pipe and blocks, it cannot grow the server's memory.
-struct OutputPipe {
-    reader: Box<dyn AsyncRead + Unpin + Send>,
-    buffer: Vec<u8>,
-}
-
-impl OutputPipe {
-    fn new(reader: impl AsyncRead + Unpin + Send + 'static) -> Self {
-        OutputPipe {
-            reader: Box::new(reader),
-            buffer: vec![0u8; 16 * 1024],
-        }
-    }
-
-    /// The next chunk, or `None` at the pipe's end. Cancel-safe: a read that did not
-    /// complete consumed nothing.
-    async fn recv(&mut self) -> Option<Vec<u8>> {
-        match self.reader.read(&mut self.buffer).await {
-            Ok(0) | Err(_) => None,
-            Ok(n) => Some(self.buffer[..n].to_vec()),
-        }
-    }
-}
-
-async fn drain_after_death(mut capture: MarkedCapture, chunks: &mut OutputPipe) -> CapturedOutput {
-    let drain = async {
-        while let Some(chunk) = chunks.recv().await {
-            capture.feed(&chunk);
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_AFTER_DEATH, drain).await;
-    capture.finish()
-}
-
-fn describe_exit(status: std::process::ExitStatus) -> String {
+pub(super) fn describe_exit(status: std::process::ExitStatus) -> String {
     crate::learner_messages::engine_exit(status)
 }
 
