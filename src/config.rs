@@ -119,6 +119,13 @@ pub struct Config {
     #[arg(long, env = "MAX_BATCH_JOBS", default_value_t = 32)]
     pub max_batch_jobs: u64,
 
+    /// Threads of the server's async runtime (HTTP, the worker's bookkeeping). The heavy work
+    /// runs elsewhere (SQLite's and the engine's own threads, Python processes), so one is
+    /// fastest on small machines: measured on 2 cores, a second thread cost more in hand-offs
+    /// than it gave (docs/PERFORMANCE.md).
+    #[arg(long, env = "SERVER_THREADS", default_value_t = 1)]
+    pub server_threads: u64,
+
     /// Queued jobs before new submissions are refused with 503.
     #[arg(long, env = "MAX_QUEUED_JOBS", default_value_t = 1000)]
     pub max_queued_jobs: u64,
@@ -445,6 +452,7 @@ impl Config {
                 MAX_RUN_TIMEOUT_SECS,
             ),
             Range::new("MAX_BATCH_JOBS", self.max_batch_jobs, 1, 1024),
+            Range::new("SERVER_THREADS", self.server_threads, 1, 256),
             Range::new("HOST_LEASE_SECS", self.host_lease_secs, 1, 3600),
             Range::new("SESSION_AFFINITY_MS", self.session_affinity_ms, 0, 600_000),
             Range::new("MAX_QUEUED_JOBS", self.max_queued_jobs, 1, 10_000_000),
