@@ -39,7 +39,9 @@ fn main() -> ExitCode {
 fn serve(config: Config) -> ExitCode {
     init_logging(config.log_format);
     // Out of its range, SERVER_THREADS is refused by `Application::build` like any setting.
-    let threads = usize::try_from(config.server_threads).unwrap_or(1).clamp(1, 256);
+    let threads = usize::try_from(config.server_threads)
+        .unwrap_or(1)
+        .clamp(1, 256);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
