@@ -787,16 +787,14 @@ def _relay(line):
     os.write(_RESPONSE_FD, line if line.endswith(b"\n") else line + b"\n")
 
 
-def _route(run, retried=False, process=None):
-    """Sends one run to its session's process (unless it was sent ahead to `process`) and
-    relays the answers; returns the outcome. A process that cannot be had, or dies before it
-    read the run, is not the run's doing: the run goes to a fresh process once (`retried`),
-    then is answered `unavailable`."""
-    if process is None:
-        process = _process_for(run, retried)
-        if isinstance(process, str):
-            return process  # answered already
-        _send(run, process)
+def _route(run, retried=False):
+    """Sends one run to its session's process and relays the answers; returns the outcome.
+    A process that cannot be had, or dies before it read the run, is not the run's doing: the
+    run goes to a fresh process once (`retried`), then is answered `unavailable`."""
+    process = _process_for(run, retried)
+    if isinstance(process, str):
+        return process  # answered already
+    _send(run, process)
     return _follow(run, process, retried)
 
 
@@ -963,11 +961,10 @@ def _batch(req):
     # job's.
     _progress(req, "received")
     runs = req["runs"]
-    ahead = None  # (index, process) of the run sent ahead
+    ahead = None  # the process this loop's run was sent ahead to, while the run before ran
     try:
         for index, run in enumerate(runs):
-            process = ahead[1] if ahead is not None and ahead[0] == index else None
-            ahead = None
+            process, ahead = ahead, None
             if process is not None and process.ended is not None:
                 process = None  # ended since (made room for a session): the run starts afresh
             if process is None:
@@ -978,21 +975,20 @@ def _batch(req):
                     continue
                 _send(run, process)
             following = runs[index + 1] if index + 1 < len(runs) else None
-            ahead_process = _ahead(run, following)
-            if ahead_process is not None:
-                _send(following, ahead_process)
-                ahead = (index + 1, ahead_process)
-            if _route(run, process=process) == "needHistory":
+            ahead = _ahead(run, following)
+            if ahead is not None:
+                _send(following, ahead)
+            if _follow(run, process, False) == "needHistory":
                 break
     finally:
         if ahead is not None:
             # The batch stopped before the run sent ahead had its turn: it may have run, and the
             # supervisor sends it again, so its process (and what the run did there) is ended;
             # the session is rebuilt from its history.
-            session = runs[ahead[0]]["session"]
-            if _live.get(session) is ahead[1]:
-                del _live[session]
-            _end(ahead[1])
+            for session, live in list(_live.items()):
+                if live is ahead:
+                    del _live[session]
+            _end(ahead)
         try:
             _prepare_spare()
         except Exception:
