@@ -51,6 +51,12 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # `(loop)`; a multiple of the first).
 _DEADLINE_CHECK_STEPS = 16
 _MEMORY_CHECK_STEPS = 1 << 16
+# What the router keeps of one output stream of a run sent ahead while it waits for its turn;
+# past it the run's process waits on its full pipe (its output is cut to MAX_OUTPUT_BYTES
+# anyway, 64 KiB by default).
+_HELD_BYTES = 1 << 20
+# The niceness of a session process (see `_contain_session`).
+_SESSION_NICENESS = 10
 # Steps run since the process's size was last compared with `_recycle_above`: memory grows
 # only with work, so a short job does not pay for reading /proc.
 _steps_since_memory_check = 0
@@ -409,6 +415,10 @@ def _contain_session(uid, gid):
     cannot be built: the process then runs nothing."""
     walls = []
     _die_with_parent()
+    # Learners' code yields the CPU to the service (the server and this engine's router):
+    # the router follows a batch's runs one by one while the runs sent ahead run, and a
+    # router starved by them would make every run wait.
+    os.setpriority(os.PRIO_PROCESS, 0, _SESSION_NICENESS)
     if _session_open_files > 0:
         # The engine's own limit counts its pipes to every session; a session gets the
         # children's (CHILD_OPEN_FILES).
@@ -596,7 +606,7 @@ class _SessionProcess:
     stderr pipes (non-blocking, read together with `poll`)."""
 
     __slots__ = ("pid", "requests", "answers", "out", "err", "pending", "poller", "open",
-                 "uid", "forked_at", "ready", "generation", "ended")
+                 "uid", "forked_at", "ready", "generation", "ended", "held")
 
     def __init__(self, pid, requests, answers, out, err, uid):
         self.pid = pid
@@ -615,6 +625,8 @@ class _SessionProcess:
         self.ready = False
         self.generation = None  # of the session it holds, as its last run left it
         self.ended = None  # how it ended, once `_end` ended it
+        # What it printed (fd -> bytes) while its run, sent ahead, waited for its turn.
+        self.held = {out: bytearray(), err: bytearray()}
 
     def _read(self, fd):
         """One chunk from a readable pipe; b"" at its end (then no longer polled); None when
@@ -641,18 +653,50 @@ class _SessionProcess:
                 except OSError:
                     return
 
+    def hold(self, fd):
+        """Keeps what the session printed on `fd` while its run waits for its turn (so a run
+        sent ahead never stops on a full pipe); False once it holds `_HELD_BYTES` there."""
+        chunk = self._read(fd)
+        if chunk is None:
+            return True
+        self.held[fd] += chunk
+        return bool(chunk) and len(self.held[fd]) < _HELD_BYTES
+
     def drain(self, relay):
-        """Moves everything the session printed so far (see `_move`)."""
+        """Moves everything the session printed so far (see `_move`): first what it held
+        while it waited for its turn, then what is still in its pipes."""
         for fd in (self.out, self.err):
+            if self.held[fd]:
+                self._move(fd, bytes(self.held[fd]), relay)
+                self.held[fd].clear()
             while fd in self.open:
                 chunk = self._read(fd)
                 if not chunk:
                     break
                 self._move(fd, chunk, relay)
 
-    def next_line(self, relay):
+    def watch_with(self, waiting):
+        """A poller for this process's pipes and the output pipes of the processes in
+        `waiting` (runs sent ahead), and which of those each of their fds belongs to; None
+        when none waits (this process's own poller serves)."""
+        if not waiting:
+            return None
+        poller = select.poll()
+        for fd in self.open:
+            poller.register(fd, select.POLLIN)
+        owners = {}
+        for other in waiting:
+            for fd in (other.out, other.err):
+                if fd in other.open and len(other.held[fd]) < _HELD_BYTES:
+                    poller.register(fd, select.POLLIN)
+                    owners[fd] = other
+        return poller, owners
+
+    def next_line(self, relay, watch=None):
         """The session's next answer line (bytes), moving its output meanwhile (see
-        `_move`); None once its answer pipe ended (it died)."""
+        `_move`) and, with a `watch` (see `watch_with`), keeping what the runs sent ahead
+        print; None once its answer pipe ended (it died)."""
+        poller, owners = watch if watch is not None else (self.poller, {})
         while True:
             end = self.pending.find(b"\n")
             if end >= 0:
@@ -661,15 +705,24 @@ class _SessionProcess:
                 return line
             if self.answers not in self.open:
                 return None
-            for fd, _ in self.poller.poll():
-                if fd == self.answers:
-                    chunk = self._read(fd)
-                    if chunk:
-                        self.pending += chunk
-                elif fd in self.open:
-                    chunk = self._read(fd)
-                    if chunk:
-                        self._move(fd, chunk, relay)
+            for fd, _ in poller.poll():
+                other = owners.get(fd)
+                if other is not None:
+                    if not other.hold(fd):
+                        poller.unregister(fd)  # ended, or holds enough: it waits its turn
+                    continue
+                if fd not in self.open:
+                    continue
+                chunk = self._read(fd)
+                if chunk is None:
+                    continue
+                if not chunk:
+                    if watch is not None:
+                        poller.unregister(fd)  # its end (`_read` left it)
+                elif fd == self.answers:
+                    self.pending += chunk
+                else:
+                    self._move(fd, chunk, relay)
 
 
 _zygote = None  # the router's end of the zygote's control socket
@@ -839,9 +892,10 @@ def _send(run, process):
         pass  # it died: `_follow` reads its end
 
 
-def _follow(run, process, retried):
+def _follow(run, process, retried, waiting=()):
     """Follows a sent run to its answer, relaying it, and the run's output between its
-    markers; returns the outcome."""
+    markers; returns the outcome. Meanwhile the processes in `waiting` (runs sent ahead) have
+    what they print kept for their turn."""
     session = run["session"]
     # The router writes the job's output markers itself, around what it moves from the
     # session's own stdout and stderr: the session never learns them, and only the job's
@@ -849,11 +903,13 @@ def _follow(run, process, retried):
     start, end = run["markerStart"].encode(), run["markerEnd"].encode()
     capturing = run.get("history") is None
     if capturing:
-        _mark(start)  # what it printed since it was sent is still in its pipe
+        _mark(start)  # what it printed since it was sent is held, or still in its pipe
+        process.drain(relay=True)
+    watch = process.watch_with(waiting)
     marked_end = False
     received = False
     while True:
-        line = process.next_line(relay=capturing)
+        line = process.next_line(relay=capturing, watch=watch)
         if line is None and not received:
             return _lost_before_reading(session, process, run, retried)
         if line is None:
@@ -934,37 +990,51 @@ def _lost_before_reading(session, process, run, retried):
     return "unavailable"
 
 
-def _ahead(run, following):
-    """The live process `following` (the next run of the batch) can be sent to while `run`
-    runs, or None. Only a run that cannot ask for history goes ahead: another session's, live
-    in its process at the generation it needs, without a replay or cells after it. Its output
-    and answer wait in its own pipes until its turn, so the supervisor still sees the batch's
-    runs one after another; meanwhile the two run side by side on two cores."""
-    if following is None or following.get("history") is not None or following.get("after"):
-        return None
-    if following["session"] == run["session"]:
-        return None
-    process = _live.get(following["session"])
-    if process is None or not process.ready or process.generation != following["generation"]:
-        return None
-    _live.move_to_end(following["session"])
-    return process
+def _send_ahead(runs, index, sent):
+    """Sends runs after `index` ahead to their processes while run `index` runs, so they run
+    side by side on every core: each run of the unbroken stretch after `index` (and after the
+    runs already sent) that cannot ask for history, that is, of a session live in its process
+    at the generation the run needs, without a replay or cells after it, and not of a session
+    with a run in flight. `sent` maps each such run's index to its process. A run's output
+    and answer wait (held by the router, or in its pipes) until its turn, so the supervisor
+    still sees the batch's runs one after another. The stretch stops at the first run that
+    may ask for history, so a batch never stops (at that answer) with runs in flight."""
+    busy = {runs[index]["session"]}
+    busy.update(runs[ahead]["session"] for ahead in sent)
+    for ahead in range(max(sent, default=index) + 1, len(runs)):
+        following = runs[ahead]
+        if following.get("history") is not None or following.get("after"):
+            return
+        session = following["session"]
+        process = _live.get(session)
+        if (
+            session in busy
+            or process is None
+            or not process.ready
+            or process.generation != following["generation"]
+        ):
+            return
+        _live.move_to_end(session)
+        busy.add(session)
+        _send(following, process)
+        sent[ahead] = process
 
 
 def _batch(req):
     """Runs a batch's jobs in order, each in its session's process, writing each answer as
     soon as it is known (so the supervisor stores results while the next job runs, and knows
-    which job is running); the next run may be sent ahead to its process (`_ahead`). Stops
-    after an answer that asks for history: the supervisor sends the rest again."""
+    which job is running); the runs after it may be sent ahead to their processes
+    (`_send_ahead`). Stops after an answer that asks for history: the supervisor sends the
+    rest again."""
     # Tells the supervisor the batch reached the engine: a death before this line is not the
     # jobs' doing (the batch is sent again to a new engine), a death after it is the running
     # job's.
     _progress(req, "received")
     runs = req["runs"]
-    ahead = None  # the process this loop's run was sent ahead to, while the run before ran
+    sent = {}  # index -> process: runs sent ahead, not yet followed
     try:
         for index, run in enumerate(runs):
-            process, ahead = ahead, None
+            process = sent.pop(index, None)
             if process is not None and process.ended is not None:
                 process = None  # ended since (made room for a session): the run starts afresh
             if process is None:
@@ -974,15 +1044,12 @@ def _batch(req):
                         break
                     continue
                 _send(run, process)
-            following = runs[index + 1] if index + 1 < len(runs) else None
-            ahead = _ahead(run, following)
-            if ahead is not None:
-                _send(following, ahead)
-            if _follow(run, process, False) == "needHistory":
+            _send_ahead(runs, index, sent)
+            if _follow(run, process, False, sent.values()) == "needHistory":
                 break
     finally:
-        if ahead is not None:
-            # The batch stopped before the run sent ahead had its turn: it may have run, and the
+        for ahead in sent.values():
+            # The batch stopped before a run sent ahead had its turn: it may have run, and the
             # supervisor sends it again, so its process (and what the run did there) is ended;
             # the session is rebuilt from its history.
             for session, live in list(_live.items()):

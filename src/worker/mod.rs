@@ -1,8 +1,9 @@
 //! The one worker: claims the oldest queued job (or a batch of MeTTa jobs right behind each
 //! other in the queue), runs it by kind, stores outcomes, announces them.
 //!
-//! Exactly one worker task exists, so at most one job executes and job order is acceptance
-//! order (a batch runs its jobs one after another in queue order). It owns the Python runner
+//! Exactly one worker task exists, so claims happen one at a time and job order is acceptance
+//! order (a batch holds one job per session; the engine answers them in queue order, running
+//! those of live sessions side by side in their own processes). It owns the Python runner
 //! and the engine supervisor. With an empty queue it sleeps until the API signals an accepted
 //! job (no polling). On shutdown it stops claiming, gives the running jobs the grace period,
 //! then abandons them (their rows stay `running`, and start-up recovery re-queues them).

@@ -218,3 +218,46 @@ async fn a_job_past_its_deadline_in_a_batch_is_stopped_and_the_next_one_gets_its
         "the job after the stuck one runs in a new engine with its own time: {last:#}"
     );
 }
+
+#[tokio::test]
+async fn a_job_run_ahead_behind_a_slow_one_keeps_its_whole_output_and_its_own_time() {
+    // Arrange: two live sessions, the worker held so that both jobs join one batch, and an
+    // output cap above what the second job prints.
+    let server = TestServer::start_with(&[("MAX_OUTPUT_BYTES", "1048576")]).await;
+    let sessions: Vec<String> = (0..2).map(|i| format!("ahead{i}")).collect();
+    prepare_sessions(&server, &sessions).await;
+    let hold = hold_worker(&server, 1.5).await;
+    let mut slow = metta(&sessions[0], "!((py-atom time.sleep) 2.5)\n!(who)");
+    slow["timeoutSecs"] = json!(10);
+    // 30 lines of 10,000 bytes, over many MeTTa steps (0.1 s in all): far more than a pipe
+    // holds, so while the slow job runs, this one (sent ahead to its own process) would stop
+    // on its full pipe and its clock (1 s) would run out, unless the router keeps what it
+    // prints.
+    let mut loud = metta(
+        &sessions[1],
+        "(= (spam $n) (if (> $n 0) (let $_ ((py-atom exec) \"print(chr(120) * 9999)\") (spam (- $n 1))) done))\n\
+         !(spam 30)",
+    );
+    loud["timeoutSecs"] = json!(1);
+
+    // Act
+    let finished = queue_then_wait(&server, vec![slow, loud]).await;
+
+    // Assert
+    assert_succeeded(&server.wait_final(&hold).await);
+    let (slow, loud) = (&finished[0], &finished[1]);
+    assert_eq!(
+        slow["startedAt"], loud["startedAt"],
+        "one batch: {finished:#?}"
+    );
+    assert_succeeded(slow);
+    assert_eq!(slow["results"][1], json!([sessions[0]]), "{slow:#}");
+    assert_eq!(loud["status"], "succeeded", "{}", text(loud, "error"));
+    assert_eq!(loud["results"], json!([["done"]]));
+    assert_eq!(
+        text(loud, "output"),
+        format!("{}\n", "x".repeat(9999)).repeat(30),
+        "the whole output, and only it"
+    );
+    assert_eq!(loud["outputTruncated"], false);
+}
