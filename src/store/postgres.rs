@@ -466,10 +466,13 @@ impl PgStore {
         }
     }
 
-    /// LISTENs until the connection breaks: `jobs_queued` wakes the worker (a job was
-    /// accepted or re-queued, or on `jobs_finished` a session's next job may now run),
-    /// `jobs_finished` announces the job's final record to the long-waits of this host.
-    async fn listen(&self, signals: &JobSignals) {
+    /// LISTENs until the connection breaks. `jobs_queued` wakes the worker when the job's
+    /// session has no owner or is this host's (its owner gets it first; for another host's
+    /// session the worker looks once the affinity window has passed, see `look_later`).
+    /// `jobs_finished` of a job another host ran (or a cancelled one) wakes its long-waits
+    /// on this host, which read its final record; the host that ran a job claims its
+    /// session's next job itself, so no worker wakes for it.
+    async fn listen(&self, signals: &Arc<JobSignals>) {
         let mut listener = match PgListener::connect(&self.url).await {
             Ok(listener) => listener,
             Err(err) => {
@@ -483,6 +486,7 @@ impl PgStore {
         }
         // Whatever happened before the LISTEN took effect is not missed: look once.
         signals.job_accepted();
+        let look_later = LookLater::default();
         loop {
             let notification = match listener.recv().await {
                 Ok(notification) => notification,
@@ -491,16 +495,51 @@ impl PgStore {
                     return;
                 }
             };
+            // "<job id> <host>" (see migrations/0003 of the PostgreSQL store).
+            let (id, host) = notification
+                .payload()
+                .split_once(' ')
+                .unwrap_or((notification.payload(), ""));
             if notification.channel() == "jobs_queued" {
-                signals.job_accepted();
+                if host.is_empty() || host == &*self.host {
+                    signals.job_accepted();
+                } else {
+                    look_later.schedule(signals, self.affinity);
+                }
                 continue;
             }
-            signals.job_accepted();
-            // The waiters read the final record themselves.
-            if let Ok(id) = notification.payload().parse::<JobId>() {
+            if host == &*self.host {
+                continue;
+            }
+            if let Ok(id) = id.parse::<JobId>() {
                 signals.job_finished(id, None);
             }
         }
+    }
+}
+
+/// One wake-up of the worker scheduled for later (a job of another host's session may be
+/// claimable once the affinity window has passed); notices meanwhile share it, so an idle
+/// host looks once per window, not once per notice.
+#[derive(Default)]
+struct LookLater {
+    scheduled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LookLater {
+    fn schedule(&self, signals: &Arc<JobSignals>, after: Duration) {
+        use std::sync::atomic::Ordering;
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (scheduled, signals) = (self.scheduled.clone(), signals.clone());
+        tokio::spawn(async move {
+            // A beat past the window: the session's wait is measured from its last job's
+            // end, which was before the notice.
+            tokio::time::sleep(after + Duration::from_millis(50)).await;
+            scheduled.store(false, Ordering::Release);
+            signals.job_accepted();
+        });
     }
 }
 

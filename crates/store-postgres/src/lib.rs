@@ -251,6 +251,8 @@ pub async fn cancel_job(pool: &PgPool, id: &str, now: &str) -> Result<Option<Job
 /// Claims run one at a time across hosts (a transaction-scoped advisory lock: "no running
 /// job of this session" and the claim must not interleave with another host's claim), and
 /// `FOR UPDATE SKIP LOCKED` passes over rows another transaction holds (a cancel, a finish).
+/// The lock, the claim and the session's new owner are one call of the database function
+/// `claim_next_job` (migrations/0003), one round trip.
 pub async fn claim_next_job(
     pool: &PgPool,
     host: &str,
@@ -258,52 +260,30 @@ pub async fn claim_next_job(
     affinity_cutoff: &str,
     lease_ms: i64,
 ) -> Result<Option<ClaimRow>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query_scalar!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
     let row = sqlx::query!(
-        r#"UPDATE jobs SET status = 'running', started_at = $1, attempts = attempts + 1, host = $2
-           WHERE seq = (
-               SELECT seq FROM jobs AS candidate
-               WHERE status = 'queued'
-                 AND (candidate.session_id IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM jobs AS other
-                        WHERE other.session_id = candidate.session_id
-                          AND (other.status = 'running'
-                               OR (other.status = 'queued' AND other.seq < candidate.seq))))
-                 AND (candidate.session_id IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM sessions AS s JOIN hosts AS owner ON owner.id = s.host
-                        WHERE s.id = candidate.session_id AND s.host <> $2
-                          AND s.released_at > $3
-                          AND owner.beat_at > now() - make_interval(secs => $4::BIGINT / 1000.0)))
-               ORDER BY seq LIMIT 1
-               FOR UPDATE SKIP LOCKED)
-           RETURNING seq, id, kind, language, session_id, code_id, code, stdin, timeout_ms,
-                     status, attempts, result, results_json, stdout, stderr, output_truncated,
-                     error, error_kind, idempotency_key, created_at, started_at, finished_at,
-                     duration_ms,
-                     (SELECT generation FROM sessions WHERE sessions.id = jobs.session_id)
-                         AS "session_generation?",
-                     (SELECT position FROM history WHERE history.session_id = jobs.session_id
-                          AND history.code_id = COALESCE(jobs.code_id, jobs.id))
-                         AS "cell_position?",
-                     EXISTS (SELECT 1 FROM jobs AS behind
-                             WHERE behind.status = 'queued' AND behind.seq <> jobs.seq)
-                         AS "more_queued!""#,
-        now,
+        r#"SELECT (c.job).seq AS "seq!", (c.job).id AS "id!", (c.job).kind AS "kind!",
+                  (c.job).language AS "language?", (c.job).session_id AS "session_id?",
+                  (c.job).code_id AS "code_id?", (c.job).code AS "code!",
+                  (c.job).stdin AS "stdin?", (c.job).timeout_ms AS "timeout_ms!",
+                  (c.job).status AS "status!", (c.job).attempts AS "attempts!",
+                  (c.job).result AS "result?", (c.job).results_json AS "results_json?",
+                  (c.job).stdout AS "stdout?", (c.job).stderr AS "stderr?",
+                  (c.job).output_truncated AS "output_truncated!", (c.job).error AS "error?",
+                  (c.job).error_kind AS "error_kind?",
+                  (c.job).idempotency_key AS "idempotency_key?",
+                  (c.job).created_at AS "created_at!", (c.job).started_at AS "started_at?",
+                  (c.job).finished_at AS "finished_at?", (c.job).duration_ms AS "duration_ms?",
+                  c.session_generation AS "session_generation?",
+                  c.cell_position AS "cell_position?", c.more_queued AS "more_queued!"
+           FROM claim_next_job($1, $2, $3, $4, $5) AS c"#,
+        CLAIM_LOCK,
         host,
+        now,
         affinity_cutoff,
         lease_ms,
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
-    if let Some(session) = row.as_ref().and_then(|row| row.session_id.as_deref()) {
-        sqlx::query!("UPDATE sessions SET host = $1 WHERE id = $2", host, session)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
     Ok(row.map(|row| ClaimRow {
         job: JobRow {
             seq: row.seq,

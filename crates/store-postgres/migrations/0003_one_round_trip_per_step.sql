@@ -1,0 +1,73 @@
+-- The worker's steps in one round trip each: a claim was five (BEGIN, the lock, the claim,
+-- the session's owner, COMMIT) and the worker waited for each, and for the claim's WAL flush,
+-- before it could start the job.
+
+-- The claim (see `claim_next_job` in src/lib.rs for its rules) as one call: the advisory
+-- lock that makes claims take turns, then the claim itself, then the session's new owner.
+-- In a VOLATILE function each statement takes a fresh snapshot, so the claim statement sees
+-- every claim committed before the lock was granted, as the separate statements of a
+-- transaction did. PL/pgSQL, not SQL: it keeps its plans for the connection's life.
+CREATE FUNCTION claim_next_job(p_lock BIGINT, p_host TEXT, p_now TEXT, p_cutoff TEXT,
+                               p_lease_ms BIGINT)
+RETURNS TABLE (job jobs, session_generation BIGINT, cell_position BIGINT,
+               more_queued BOOLEAN)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    claimed jobs;
+BEGIN
+    -- The claim's commit does not wait for its WAL flush (the job's finish, or any later
+    -- commit, flushes it): a PostgreSQL crash can only lose a claim whose job's outcome was
+    -- not stored either, and that job is then simply still queued. The worker runs the job
+    -- without waiting for a disk write.
+    PERFORM set_config('synchronous_commit', 'off', true);
+    PERFORM pg_advisory_xact_lock(p_lock);
+    UPDATE jobs SET status = 'running', started_at = p_now, attempts = attempts + 1,
+                    host = p_host
+    WHERE seq = (
+        SELECT seq FROM jobs AS candidate
+        WHERE status = 'queued'
+          AND (candidate.session_id IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM jobs AS other
+                 WHERE other.session_id = candidate.session_id
+                   AND (other.status = 'running'
+                        OR (other.status = 'queued' AND other.seq < candidate.seq))))
+          AND (candidate.session_id IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM sessions AS s JOIN hosts AS owner ON owner.id = s.host
+                 WHERE s.id = candidate.session_id AND s.host <> p_host
+                   AND s.released_at > p_cutoff
+                   AND owner.beat_at > now() - make_interval(secs => p_lease_ms / 1000.0)))
+        ORDER BY seq LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING * INTO claimed;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- A statement of its own, after the claim's triggers (which lock the counts' rows):
+    -- rows are locked in the order an insert locks them (counts, then the session), so a
+    -- claim and an insert never wait for each other in a cycle.
+    UPDATE sessions SET host = p_host WHERE id = claimed.session_id;
+    RETURN QUERY SELECT
+        claimed,
+        (SELECT generation FROM sessions WHERE sessions.id = claimed.session_id),
+        (SELECT position FROM history WHERE history.session_id = claimed.session_id
+             AND history.code_id = COALESCE(claimed.code_id, claimed.id)),
+        EXISTS (SELECT 1 FROM jobs AS behind
+                WHERE behind.status = 'queued' AND behind.seq <> claimed.seq);
+END $$;
+
+-- Notices that say whom they concern, so a host wakes only for work it may do:
+-- `jobs_queued` names the host that owns the job's session (empty when none does): another
+-- host may not claim it before the affinity window, so it looks once then instead of at
+-- once; `jobs_finished` names the host that ran the job, which announces the final record
+-- to its own long-waits itself, so only the other hosts' waiters read it.
+CREATE OR REPLACE FUNCTION jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.status = 'queued' THEN
+        PERFORM pg_notify('jobs_queued', NEW.id || ' ' || COALESCE(
+            (SELECT host FROM sessions WHERE id = NEW.session_id), ''));
+    ELSIF NEW.status NOT IN ('queued', 'running') THEN
+        PERFORM pg_notify('jobs_finished', NEW.id || ' ' || COALESCE(NEW.host, ''));
+    END IF;
+    RETURN NULL;
+END $$;
