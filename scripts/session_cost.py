@@ -2,7 +2,8 @@
 """The cost of one contained process per live MeTTa session, measured on the engine itself (no
 server): fork-to-ready time of a session process (the engine's own figures, from `ping`),
 private memory per live session (/proc/PID/smaps_rollup, Private_Clean + Private_Dirty), and
-rebuilding a 1,000-cell session against running the same cells directly in a fresh MeTTa().
+rebuilding a 1,000-cell session against running the same cells directly in a fresh MeTTa(),
+and the engine alone running a class's batches (the ceiling of the service's throughput).
 Run by scripts/bench.sh after the benchmark; prints a markdown table. Root only (the session
 processes get uids from a pool, as on a root server)."""
 import json, os, subprocess, sys, time
@@ -65,9 +66,51 @@ for c in cells: m.run(c)
 m.run("!(g 999)")
 print((time.monotonic() - t) * 1000)
 """], env={"HOME": wd, "PATH": "/usr/bin:/bin"}, cwd=wd).decode().strip())
+
+# The engine alone at a class's pace (no server, no database, no HTTP): 64 live sessions, and
+# batches of 32 runs of `!(+ 2 3)`, one per session, as the worker claims them for 32 clients;
+# against the same program run by one hot MeTTa() in one process (the benchmark's raw engine).
+def cpu_seconds(pid):
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+CLASS, BATCH, ROUNDS = 64, 32, 150
+generation = {}
+live = batch([run("c%d" % k, ["(= (who) c%d)" % k], "!(who)", 1000 + k) for k in range(CLASS)])
+assert all(a["outcome"] == "succeeded" for a in live), live
+generation = {"c%d" % k: 2 for k in range(CLASS)}
+send({"op": "ping", "id": "p"}); pids = json.loads(answers.readline())["sessionPids"]
+def cpu_now():
+    return sum(cpu_seconds(pid) for pid in pids), cpu_seconds(proc.pid)
+sessions_before, router_before = cpu_now()
+t = time.monotonic()
+n = 0
+for r in range(ROUNDS):
+    runs = []
+    for k in range(BATCH):
+        session = "c%d" % ((r * BATCH + k) % CLASS)
+        one = run(session, None, "!(+ 2 3)", 2000 + n)
+        one["generation"], one["successGeneration"] = generation[session], generation[session] + 1
+        generation[session] += 1
+        runs.append(one); n += 1
+    for a in batch(runs):
+        assert a["outcome"] == "succeeded" and a["lines"] == ["[5]"], a
+engine_wall = time.monotonic() - t
+sessions_after, router_after = cpu_now()
+raw = subprocess.check_output([PYTHON, "-c", """
+import time, resource, hyperon
+m = hyperon.MeTTa(env_builder=hyperon.Environment.custom_env(working_dir='.', config_dir=''))
+for _ in range(200): m.run("!(+ 2 3)")
+c = time.process_time(); t = time.monotonic()
+for _ in range(%d): m.run("!(+ 2 3)")
+print(%d / (time.monotonic() - t), (time.process_time() - c) * 1000 / %d)
+""" % (n, n, n)], env={"HOME": wd, "PATH": "/usr/bin:/bin"}, cwd=wd).decode().split()
+raw_rate, raw_cpu_ms = float(raw[0]), float(raw[1])
+engine_rate = n / engine_wall
 os.close(req_w); proc.wait(timeout=10)
 print("| session process cost | figure |")
 print("|---|---|")
 print("| fork-to-ready (fork by the zygote → fresh MeTTa() ready), %d processes | median %.1f ms, max %.1f ms |" % (len(ready_ms), ready_ms[len(ready_ms) // 2], ready_ms[-1]))
 print("| private memory per live small session (10 cells), %d sessions | median %.1f MiB, max %.1f MiB |" % (len(private), private[len(private) // 2], private[-1]))
 print("| rebuild a 1,000-cell session (spare taken, replay, run) vs the same cells in a fresh MeTTa() | %.1f ms vs %.1f ms = %.2fx |" % (rebuild_ms, direct_ms, rebuild_ms / direct_ms))
+print("| the engine alone (no server, database or HTTP): batches of %d `!(+ 2 3)` runs over %d live sessions, %d runs | %.0f runs/s = %.0f%% of one hot MeTTa() in one process (%.0f runs/s) |" % (BATCH, CLASS, n, engine_rate, 100 * engine_rate / raw_rate, raw_rate))
+print("| CPU per run there: the session processes · the router | %.3f ms · %.3f ms (one hot MeTTa(): %.3f ms) |" % ((sessions_after - sessions_before) * 1000 / n, (router_after - router_before) * 1000 / n, raw_cpu_ms))
