@@ -144,31 +144,22 @@ pub async fn connect_one(url: &str) -> Result<PgConnection, sqlx::Error> {
 }
 
 /// Stores a new queued job unless the queue holds `max_queued` jobs or the client's key is
-/// taken (`None` then). The queue's count row is locked first, in a transaction of its own,
-/// so inserts on every host take turns: the cap holds globally, and the insert (a statement
-/// begun after the lock was granted, so it sees every earlier insert) reads its true position.
+/// taken (`None` then): one call of the database function `enqueue_job` (migrations/0003),
+/// which locks the queue's count row first, so inserts on every host take turns: the cap
+/// holds globally, and the insert reads its true position.
 pub async fn insert_job(
     pool: &PgPool,
     job: NewJobRow<'_>,
     now: &str,
     max_queued: i64,
 ) -> Result<Option<JobRow>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let queued = sqlx::query_scalar!("SELECT n FROM job_counts WHERE status = 'queued' FOR UPDATE")
-        .fetch_one(&mut *tx)
-        .await?;
-    if queued >= max_queued {
-        return Ok(None);
-    }
-    let row = query_jobs!(
+    query_jobs!(
         JobRow,
-        "INSERT INTO jobs (id, kind, language, session_id, code_id, code, stdin, timeout_ms, \
-                           status, idempotency_key, idempotency_scope, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11) \
-         ON CONFLICT DO NOTHING \
-         RETURNING ",
-        r#", (SELECT COUNT(*) FROM jobs AS ahead
-              WHERE ahead.status = 'queued' AND ahead.seq < jobs.seq) + 1 AS "position?""#,
+        "SELECT ",
+        r#", queue_position AS "position?"
+           FROM (SELECT (c.job).*, c.queue_position
+                 FROM enqueue_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) AS c)
+                AS inserted"#,
         job.id,
         job.kind,
         job.language,
@@ -180,11 +171,10 @@ pub async fn insert_job(
         job.idempotency_key,
         job.idempotency_scope,
         now,
+        max_queued,
     )
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(row)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The job a client's idempotency key names, with its position when queued.
