@@ -13,7 +13,7 @@ use crate::engine::{BatchEnd, MettaRequest, MettaRunOutcome};
 use crate::learner_messages;
 use crate::store::{ClaimedJob, JobOutcome, Store, StoreError};
 
-use super::{announce, job_timeout, store_and_announce, store_failure, Worker};
+use super::{announce, job_timeout, session_of, store_and_announce, store_failure, Worker};
 
 impl Worker {
     /// Runs claimed MeTTa jobs in the engine, one after another in queue order, storing
@@ -99,10 +99,7 @@ impl Worker {
 /// session with the new code in its place (its history before, the cells after).
 async fn metta_request(store: &Store, claimed: &ClaimedJob) -> Result<MettaRequest, StoreError> {
     let job = &claimed.job;
-    let session = job
-        .session_id
-        .clone()
-        .unwrap_or_else(SessionId::default_session);
+    let session = session_of(job);
     let mut request = MettaRequest {
         job_id: job.id,
         session,

@@ -39,7 +39,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::domain::{ErrorKind, JobId, JobKind, JobStatus, Language};
+use crate::domain::{ErrorKind, JobId, JobKind, JobStatus, Language, SessionId};
 use crate::engine::EngineSupervisor;
 use crate::job_signals::JobSignals;
 use crate::learner_messages;
@@ -179,6 +179,13 @@ impl Worker {
         };
         announce(&self.signals, job.id, record);
     }
+}
+
+/// The session a job belongs to (a job stored without one belongs to the shared `default`).
+fn session_of(job: &JobRecord) -> SessionId {
+    job.session_id
+        .clone()
+        .unwrap_or_else(SessionId::default_session)
 }
 
 fn is_metta_run(job: &JobRecord) -> bool {

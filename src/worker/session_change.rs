@@ -3,21 +3,18 @@
 //! job's success; this module words the answer (`cut_outcome`) from what the cut found and
 //! makes the engine forget the session's live atomspace. It never runs code.
 
-use crate::domain::{ErrorKind, JobKind, JobStatus, SessionId};
+use crate::domain::{ErrorKind, JobKind, JobStatus};
 use crate::learner_messages;
 use crate::store::{CutOutcome, JobOutcome, JobRecord, StoreError};
 
-use super::Worker;
+use super::{session_of, Worker};
 
 impl Worker {
     pub(super) async fn reset_session(
         &mut self,
         job: &JobRecord,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let session = job
-            .session_id
-            .clone()
-            .unwrap_or_else(SessionId::default_session);
+        let session = session_of(job);
         // The trigger `reset_recorded_in_history` empties the history as the success is stored.
         let outcome = JobOutcome::succeeded_with(learner_messages::RESET_DONE);
         let record = self.store.finish_job(job.id, &outcome).await?;
@@ -29,10 +26,7 @@ impl Worker {
         &mut self,
         job: &JobRecord,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let session = job
-            .session_id
-            .clone()
-            .unwrap_or_else(SessionId::default_session);
+        let session = session_of(job);
         let Some(code_id) = job.code_id.clone() else {
             let outcome = JobOutcome::with_error(
                 JobStatus::Failed,

@@ -71,28 +71,11 @@ fn uuid_like() -> String {
 /// The rows `sql` reads on `url` (psql), each a list of its fields (`None` for NULL); fields
 /// may hold any text but the separators (ASCII unit and record separators, and SOH for NULL).
 pub fn psql_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
-    let output = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-F",
-            "\u{1f}",
-            "-R",
-        ])
-        .arg("\u{1e}")
-        .args(["-P", "null=\u{1}", "-d", url, "-c", sql])
-        .output()
-        .expect("run psql");
-    assert!(
-        output.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let text = run_psql(
+        url,
+        sql,
+        &["-F", "\u{1f}", "-R", "\u{1e}", "-P", "null=\u{1}"],
     );
-    let text = String::from_utf8_lossy(&output.stdout);
     text.trim_end_matches('\n')
         .split('\u{1e}')
         .filter(|row| !row.is_empty())
@@ -106,19 +89,16 @@ pub fn psql_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
 
 /// Runs `sql` with psql on `url`; its output, or a panic with psql's error.
 pub fn psql(url: &str, sql: &str) -> String {
+    run_psql(url, sql, &[])
+}
+
+/// psql's unaligned, tuples-only output of `sql` on `url` with `format` options; a panic
+/// with psql's error when it fails.
+fn run_psql(url: &str, sql: &str, format: &[&str]) -> String {
     let output = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-c",
-            sql,
-        ])
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args(format)
+        .args(["-d", url, "-c", sql])
         .output()
         .expect("run psql");
     assert!(

@@ -57,28 +57,8 @@ impl TestServer {
     /// Starts one of several servers on the database `url` (a PostgreSQL database the test
     /// owns), with extra environment variables (e.g. its `HOST_ID`).
     pub async fn start_sharing(url: &str, env: &[(&str, &str)]) -> TestServer {
-        let dir = tempfile::Builder::new()
-            .prefix("mlb-test-")
-            .tempdir()
-            .expect("temp dir");
-        let mut server = TestServer {
-            child: None,
-            base: String::new(),
-            dir,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            logs: Arc::new(Mutex::new(String::new())),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("client"),
-            run_as: None,
-            launcher: Vec::new(),
-            postgres: None,
-            shared_database: Some(url.to_string()),
-        };
+        let mut server = TestServer::unlaunched(None, Vec::new(), env);
+        server.shared_database = Some(url.to_string());
         server.launch();
         server
     }
@@ -123,28 +103,7 @@ impl TestServer {
         env: &[(&str, &str)],
         prepare: impl FnOnce(&TestServer),
     ) -> TestServer {
-        let dir = tempfile::Builder::new()
-            .prefix("mlb-test-")
-            .tempdir()
-            .expect("temp dir");
-        let mut server = TestServer {
-            child: None,
-            base: String::new(),
-            dir,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            logs: Arc::new(Mutex::new(String::new())),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("client"),
-            run_as: user,
-            launcher,
-            postgres: None,
-            shared_database: None,
-        };
+        let mut server = TestServer::unlaunched(user, launcher, env);
         if on_postgres() {
             let tag = server
                 .dir
@@ -161,6 +120,36 @@ impl TestServer {
         prepare(&server);
         server.launch();
         server
+    }
+
+    /// A server not started yet, in a fresh folder of its own (on SQLite unless a caller
+    /// gives it a database).
+    fn unlaunched(
+        run_as: Option<(u32, u32)>,
+        launcher: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> TestServer {
+        TestServer {
+            child: None,
+            base: String::new(),
+            dir: tempfile::Builder::new()
+                .prefix("mlb-test-")
+                .tempdir()
+                .expect("temp dir"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            logs: Arc::new(Mutex::new(String::new())),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+            run_as,
+            launcher,
+            postgres: None,
+            shared_database: None,
+        }
     }
 
     /// The SQLite file of this server.
