@@ -104,10 +104,11 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
         )
     };
     let driver = match load_driver(&args, response_fd) {
-        Ok((driver, version, walls)) => {
+        Ok((driver, version, walls, steps)) => {
             let ready = EngineAnswer::Ready {
                 hyperon: Some(version),
                 walls,
+                steps: Some(steps),
             };
             if write_line(&mut responses, &answer_line(&ready)).is_err() {
                 return ExitCode::FAILURE;
@@ -155,12 +156,12 @@ fn write_line(responses: &mut File, text: &str) -> std::io::Result<()> {
 }
 
 /// Puts the project environment on `sys.path`, imports the driver (and so hyperon), which
-/// starts the zygote and the first session process; returns the driver, hyperon's version and
-/// the walls that session process got.
+/// starts the zygote and the first session process; returns the driver, hyperon's version,
+/// the walls that session process got and how runs are stepped.
 fn load_driver(
     args: &EngineArgs,
     response_fd: i32,
-) -> Result<(Py<PyModule>, String, Vec<String>), String> {
+) -> Result<(Py<PyModule>, String, Vec<String>, String), String> {
     let folders: Vec<String> = serde_json::from_str(&args.sys_path)
         .map_err(|err| format!("--sys-path is not a JSON list of folders: {err}"))?;
     Python::attach(|py| {
@@ -190,7 +191,11 @@ fn load_driver(
             .call_method0("start_session_processes")
             .and_then(|walls| walls.extract())
             .map_err(|err| format!("the engine's first session process did not start: {err}"))?;
-        Ok((driver.unbind(), version, walls))
+        let steps: String = driver
+            .call_method0("step_loop")
+            .and_then(|steps| steps.extract())
+            .map_err(|err| format!("cannot ask the engine's driver how it steps: {err}"))?;
+        Ok((driver.unbind(), version, walls, steps))
     })
 }
 
@@ -202,6 +207,7 @@ pub fn load_engine_driver<'py>(
     folders: &[String],
 ) -> PyResult<Bound<'py, PyModule>> {
     use_sys_path(py, folders)?;
+    super::native_steps::register(py)?;
     let source = CString::new(DRIVER_SOURCE)?;
     PyModule::from_code(py, source.as_c_str(), c"driver.py", c"mlb_driver")
 }

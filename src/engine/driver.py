@@ -35,6 +35,13 @@ import hyperon
 import hyperonpy as _hp
 from hyperon import Environment, MeTTa, RunnerState
 
+try:
+    # The engine's native step loop (src/engine/native_steps.rs); absent when this file is
+    # loaded by anything but the engine's own interpreter.
+    import mlb_native_steps as _native_steps
+except ImportError:
+    _native_steps = None
+
 _sessions = collections.OrderedDict()  # session id -> (generation, MeTTa)
 _max_live_sessions = 64
 _work_dir = os.getcwd()
@@ -90,10 +97,55 @@ def configure(
     return hyperon.__version__ if hasattr(hyperon, "__version__") else "unknown"
 
 
+# The hyperon version whose pybind11 objects `mlb_native_steps` was checked against; with any
+# other, runs step from Python.
+_NATIVE_STEPS_HYPERON = "0.2.10"
+# Whether the native step loop gave the right results in a forked process (`configure`).
+_native_steps_checked = False
+# A program that exercises definitions, several results and an error, with what the Python
+# loop gives for it.
+_NATIVE_STEPS_PROBE = '(= (f $x) (+ $x 1)) !(f 1) !(superpose (1 2)) !(+ 1 "a")'
+_NATIVE_STEPS_EXPECTED = '[[2], [1, 2], [(Error (+ 1 "a") (BadArgType 2 Number String))]]'
+
+
+def _check_native_steps():
+    """Whether the native step loop may run learners' code: only with the hyperon version it
+    was checked against, and only if a forked process ran `_NATIVE_STEPS_PROBE` through it
+    and got `_NATIVE_STEPS_EXPECTED` (a layout it misreads could crash that process, never
+    this one)."""
+    if _native_steps is None or getattr(hyperon, "__version__", None) != _NATIVE_STEPS_HYPERON:
+        return False
+    try:
+        _native_steps.bind(_hp.__file__)
+    except RuntimeError:
+        return False
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            metta = _fresh_metta()  # kept: the runner state does not keep its MeTTa alive
+            state = RunnerState(metta, _NATIVE_STEPS_PROBE)
+            complete, _ = _native_steps.run_steps(state.cstate, time.monotonic() + 10, 1 << 20)
+            results = str([[atom for atom in result] for result in state.current_results()])
+            if complete and results == _NATIVE_STEPS_EXPECTED:
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def step_loop():
+    """How runs are stepped: "native" (`mlb_native_steps`) or "python"."""
+    return "native" if _native_steps_checked else "python"
+
+
 def start_session_processes():
     """Starts the zygote and the first spare session process (waiting until it is ready, so a
     wall the host refuses is known at start-up); returns the walls it got. Called by the
     engine child once, on its engine thread, before the first request."""
+    global _native_steps_checked
+    _native_steps_checked = _check_native_steps()
     _start_zygote()
     return _prepare_spare()
 
@@ -176,27 +228,43 @@ def _run_stepwise(metta, program, deadline):
     the memory budget; returns (results, error, stop) with stop None, "deadline" or "memory".
     Results are lists of atoms.
 
-    The loop calls hyperon's C API directly (`RunnerState.run_step` adds a Python frame and an
-    error check per step, about a third of a short job's time): an error ends the run, so it
-    is read once at the end. The clock is read every `_DEADLINE_CHECK_STEPS` steps; a single
-    step that never returns meets the supervisor's hard deadline."""
+    The steps run in the engine's native loop (`mlb_native_steps`, when `_check_native_steps`
+    found it right), else in a Python loop that calls hyperon's C API directly
+    (`RunnerState.run_step` adds a Python frame and an error check per step). An error ends
+    the run, so it is read once at the end. The clock is read every `_DEADLINE_CHECK_STEPS`
+    steps, the process's size every `_MEMORY_CHECK_STEPS`; a single step that never returns
+    meets the supervisor's hard deadline."""
     global _steps_since_memory_check
     state = RunnerState(metta, program)
     cstate = state.cstate
-    step, complete = _hp.runner_state_step, _hp.runner_state_is_complete
     steps = 0
     stop = None
     try:
-        while not complete(cstate):
-            step(cstate)
-            steps += 1
-            if steps % _DEADLINE_CHECK_STEPS == 0:
+        if _native_steps_checked:
+            run_steps = _native_steps.run_steps
+            while True:
+                complete, ran = run_steps(cstate, deadline, _MEMORY_CHECK_STEPS)
+                steps += ran
+                if complete:
+                    break
                 if time.monotonic() >= deadline:
                     stop = "deadline"
                     break
-                if steps % _MEMORY_CHECK_STEPS == 0 and _resident_bytes() > _memory_budget:
+                if _resident_bytes() > _memory_budget:
                     stop = "memory"
                     break
+        else:
+            step, complete = _hp.runner_state_step, _hp.runner_state_is_complete
+            while not complete(cstate):
+                step(cstate)
+                steps += 1
+                if steps % _DEADLINE_CHECK_STEPS == 0:
+                    if time.monotonic() >= deadline:
+                        stop = "deadline"
+                        break
+                    if steps % _MEMORY_CHECK_STEPS == 0 and _resident_bytes() > _memory_budget:
+                        stop = "memory"
+                        break
     except RuntimeError as err:
         return state.current_results(), str(err), None
     finally:

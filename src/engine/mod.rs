@@ -24,6 +24,7 @@
 mod batch_output;
 pub mod child;
 mod exchange;
+mod native_steps;
 pub mod protocol;
 mod spawn;
 pub mod supervisor;

@@ -57,6 +57,10 @@ pub enum EngineAnswer {
         /// The walls a session process got (see `driver.py`).
         #[serde(default)]
         walls: Vec<String>,
+        /// How runs are stepped: `native` (the engine's own loop, `native_steps.rs`) or
+        /// `python` (hyperon's C API called from Python, when the native loop is not checked).
+        #[serde(default)]
+        steps: Option<String>,
     },
     /// The first line of a child that could not start (hyperon missing, a wall refused); with
     /// a run's id, that run could not be given a session process (not the run's doing).
@@ -232,7 +236,8 @@ mod tests {
             read(r#"{"outcome": "ready", "walls": ["uid 70001"], "readyAt": 12.5}"#),
             EngineAnswer::Ready {
                 hyperon: None,
-                walls: vec!["uid 70001".into()]
+                walls: vec!["uid 70001".into()],
+                steps: None,
             }
         );
         assert_eq!(
@@ -302,6 +307,7 @@ mod tests {
             EngineAnswer::Ready {
                 hyperon: Some("0.2.10".into()),
                 walls: vec![],
+                steps: Some("native".into()),
             },
             EngineAnswer::Unavailable {
                 id: None,

@@ -163,12 +163,17 @@ pub(super) async fn spawn(
     let greeting: EngineAnswer = serde_json::from_str(&line)
         .map_err(|err| format!("unreadable greeting from the engine: {err}"))?;
     match greeting {
-        EngineAnswer::Ready { hyperon, walls } => {
+        EngineAnswer::Ready {
+            hyperon,
+            walls,
+            steps,
+        } => {
             crate::service_metrics::engine_started();
             let version = hyperon.unwrap_or_else(|| "unknown".into());
             if known_version != Some(version.as_str()) {
                 let walls = walls.join(", ");
-                tracing::info!(hyperon = %version, "MeTTa engine ready");
+                let steps = steps.unwrap_or_else(|| "unknown".into());
+                tracing::info!(hyperon = %version, steps = %steps, "MeTTa engine ready");
                 if walls.contains("NO ") {
                     tracing::warn!("containment: each live MeTTa session runs in a process of its own with: {walls}");
                 } else {

@@ -682,6 +682,17 @@ async fn metta_infinite_loop_times_out_with_the_results_so_far() {
     let next = run_cell(&server, session, "next", "!(before)\n!(marker)\n!(+ 2 2)").await;
 
     // Assert
+    // The loop ran in the engine's native step loop (`native_steps.rs`), which the engine
+    // uses once a forked process checked it against the pinned hyperon at start-up.
+    let logs = server.logs();
+    let ready = logs
+        .lines()
+        .find(|line| line.contains("MeTTa engine ready"))
+        .unwrap_or_default();
+    assert!(
+        ready.contains("native"),
+        "the engine steps runs natively with the pinned hyperon: {ready}"
+    );
     assert_eq!(looping["status"], "timed_out", "{looping:#}");
     let so_far = results_of(&looping);
     assert_eq!(
