@@ -106,7 +106,7 @@ pub struct Config {
 
     /// On PostgreSQL: milliseconds a session's next job is left to the server that ran its
     /// last job (which has the session live) before another server may take it.
-    #[arg(long, env = "SESSION_AFFINITY_MS", default_value_t = 1000)]
+    #[arg(long, env = "SESSION_AFFINITY_MS", default_value_t = 5000)]
     pub session_affinity_ms: u64,
 
     /// Longest run of one job, in seconds (a job may ask for less, never more).
