@@ -1,7 +1,7 @@
 //! The HTTP client every workload uses: hyper-util's pooled HTTP/1.1 client (keep-alive
 //! connections, as a browser's), JSON in and out, the status and the decoded answer.
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Method;
@@ -34,6 +34,23 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<(u16, Value)> {
+        let (status, bytes) = self.request_bytes(method, path, headers, body).await?;
+        let value = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{path} answered {status} with non-JSON: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })?;
+        Ok((status, value))
+    }
+
+    async fn request_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<(u16, Bytes)> {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -60,13 +77,7 @@ impl Api {
             .await
             .with_context(|| format!("{path}: cannot read the answer"))?
             .to_bytes();
-        let value = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{path} answered {status} with non-JSON: {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        })?;
-        Ok((status, value))
+        Ok((status, bytes))
     }
 
     pub(crate) async fn post(
@@ -80,5 +91,27 @@ impl Api {
 
     pub(crate) async fn get(&self, path: &str) -> Result<(u16, Value)> {
         self.request(Method::GET, path, &[], None).await
+    }
+
+    /// The value of the counter `name` (no labels) in the server's `GET /metrics`; 0 when
+    /// the server has not counted one yet.
+    pub(crate) async fn counter(&self, name: &str) -> Result<f64> {
+        let (status, bytes) = self
+            .request_bytes(Method::GET, "/metrics", &[], None)
+            .await?;
+        ensure!(status == 200, "GET /metrics answered {status}");
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.lines() {
+            if let Some(value) = line
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+            {
+                return value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{name} is not a number: {line}"));
+            }
+        }
+        Ok(0.0)
     }
 }

@@ -42,7 +42,7 @@ pub(crate) struct JobStamps {
     pub(crate) running_ms: f64,
 }
 
-fn job_stamps(job: &Value) -> Option<JobStamps> {
+pub(crate) fn job_stamps(job: &Value) -> Option<JobStamps> {
     let at = |field: &str| {
         chrono::DateTime::parse_from_rfc3339(job[field].as_str()?)
             .ok()
