@@ -75,15 +75,15 @@ fn monotonic_seconds() -> f64 {
 /// whether it is complete and the steps run.
 #[pyfunction]
 fn run_steps(cstate: &Bound<'_, PyAny>, deadline: f64, max_steps: u64) -> PyResult<(bool, u64)> {
-    let api = RUNNER_API
-        .get()
-        .ok_or_else(|| PyRuntimeError::new_err("bind() was not called"))?;
     let kind = cstate.get_type();
     if kind.qualname()? != "CRunnerState" || kind.module()? != "hyperonpy" {
         return Err(PyTypeError::new_err(
             "run_steps takes a hyperonpy.CRunnerState",
         ));
     }
+    let api = RUNNER_API
+        .get()
+        .ok_or_else(|| PyRuntimeError::new_err("bind() was not called"))?;
     // SAFETY: `cstate` is a pybind11 instance of CRunnerState (checked above), whose value
     // pointer (the `CStruct<runner_state_t>`, whose first member is the `runner_state_t`)
     // follows the object header; `driver.py` checked this layout in a forked process first.
@@ -122,4 +122,46 @@ pub fn register(py: Python<'_>) -> PyResult<()> {
     py.import("sys")?
         .getattr("modules")?
         .set_item("mlb_native_steps", module)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `code` with the module registered; returns the exception's text, if one was raised.
+    fn raised_by(code: &str) -> Option<String> {
+        Python::attach(|py| {
+            register(py).expect("the module registers");
+            let code = CString::new(code).expect("no NUL");
+            py.run(code.as_c_str(), None, None)
+                .err()
+                .map(|err| err.to_string())
+        })
+    }
+
+    #[test]
+    fn bind_never_loads_a_library_and_run_steps_takes_only_a_runner_state() {
+        // Arrange: a library this process has not loaded (the test binary loads no hyperon).
+        let not_loaded = "import mlb_native_steps\nmlb_native_steps.bind('/usr/lib/x86_64-linux-gnu/libm.so.6.not-there')";
+        let not_a_state = "import mlb_native_steps\nmlb_native_steps.run_steps(object(), 0.0, 1)";
+
+        // Act
+        let bind_error = raised_by(not_loaded);
+        let steps_error = raised_by(not_a_state);
+
+        // Assert
+        assert!(
+            bind_error
+                .as_deref()
+                .is_some_and(|e| e.contains("hyperonpy is not loaded")),
+            "{bind_error:?}"
+        );
+        assert!(
+            steps_error
+                .as_deref()
+                .is_some_and(|e| e.contains("bind() was not called")
+                    || e.contains("takes a hyperonpy.CRunnerState")),
+            "{steps_error:?}"
+        );
+    }
 }
