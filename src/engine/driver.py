@@ -100,12 +100,15 @@ def configure(
 # The hyperon version whose pybind11 objects `mlb_native_steps` was checked against; with any
 # other, runs step from Python.
 _NATIVE_STEPS_HYPERON = "0.2.10"
-# Whether the native step loop gave the right results in a forked process (`configure`).
+# Whether the native step loop gave the right results in a forked process (set once, by
+# `start_session_processes`, before the zygote is forked).
 _native_steps_checked = False
 # A program that exercises definitions, several results and an error, with what the Python
 # loop gives for it.
 _NATIVE_STEPS_PROBE = '(= (f $x) (+ $x 1)) !(f 1) !(superpose (1 2)) !(+ 1 "a")'
 _NATIVE_STEPS_EXPECTED = '[[2], [1, 2], [(Error (+ 1 "a") (BadArgType 2 Number String))]]'
+# How long the check may take (a fresh MeTTa() and the probe: about 30 ms).
+_NATIVE_STEPS_CHECK_SECS = 10
 
 
 def _check_native_steps():
@@ -131,8 +134,17 @@ def _check_native_steps():
                 code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+    # A check that hangs is a failed one (it runs the probe alone, within milliseconds).
+    give_up = time.monotonic() + _NATIVE_STEPS_CHECK_SECS
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        if time.monotonic() >= give_up:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(0.005)
 
 
 def step_loop():
