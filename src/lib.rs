@@ -46,3 +46,4 @@ pub use engine::child::{run_engine, EngineArgs};
 pub use measurement::{
     fill_with_finished_jobs, load_engine_driver, probe_python, SupervisedEngine,
 };
+pub use service_metrics::SESSION_REPLAYS;

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{anyhow, ensure, Context, Result};
+use metta_learner_backend::SESSION_REPLAYS;
 use serde_json::json;
 
 use crate::api::Api;
@@ -100,7 +101,7 @@ struct Row {
 async fn replays(apis: &[Api]) -> Result<f64> {
     let mut total = 0.0;
     for api in apis {
-        total += api.counter("mlb_engine_session_replays_total").await?;
+        total += api.counter(SESSION_REPLAYS).await?;
     }
     Ok(total)
 }
