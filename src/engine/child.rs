@@ -104,12 +104,7 @@ fn serve_requests(args: EngineArgs) -> ExitCode {
         )
     };
     let driver = match load_driver(&args, response_fd) {
-        Ok((driver, version, walls, steps)) => {
-            let ready = EngineAnswer::Ready {
-                hyperon: Some(version),
-                walls,
-                steps: Some(steps),
-            };
+        Ok((driver, ready)) => {
             if write_line(&mut responses, &answer_line(&ready)).is_err() {
                 return ExitCode::FAILURE;
             }
@@ -156,12 +151,12 @@ fn write_line(responses: &mut File, text: &str) -> std::io::Result<()> {
 }
 
 /// Puts the project environment on `sys.path`, imports the driver (and so hyperon), which
-/// starts the zygote and the first session process; returns the driver, hyperon's version,
-/// the walls that session process got and how runs are stepped.
+/// starts the zygote and the first session process; returns the driver and the `ready` line
+/// (hyperon's version, the walls that session process got and how runs are stepped).
 fn load_driver(
     args: &EngineArgs,
     response_fd: i32,
-) -> Result<(Py<PyModule>, String, Vec<String>, String), String> {
+) -> Result<(Py<PyModule>, EngineAnswer), String> {
     let folders: Vec<String> = serde_json::from_str(&args.sys_path)
         .map_err(|err| format!("--sys-path is not a JSON list of folders: {err}"))?;
     Python::attach(|py| {
@@ -195,7 +190,12 @@ fn load_driver(
             .call_method0("step_loop")
             .and_then(|steps| steps.extract())
             .map_err(|err| format!("cannot ask the engine's driver how it steps: {err}"))?;
-        Ok((driver.unbind(), version, walls, steps))
+        let ready = EngineAnswer::Ready {
+            hyperon: Some(version),
+            walls,
+            steps: Some(steps),
+        };
+        Ok((driver.unbind(), ready))
     })
 }
 

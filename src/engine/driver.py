@@ -128,9 +128,9 @@ def _check_native_steps():
         try:
             metta = _fresh_metta()  # kept: the runner state does not keep its MeTTa alive
             state = RunnerState(metta, _NATIVE_STEPS_PROBE)
-            complete, _ = _native_steps.run_steps(state.cstate, time.monotonic() + 10, 1 << 20)
-            results = str([[atom for atom in result] for result in state.current_results()])
-            if complete and results == _NATIVE_STEPS_EXPECTED:
+            deadline = time.monotonic() + _NATIVE_STEPS_CHECK_SECS
+            complete, _ = _native_steps.run_steps(state.cstate, deadline, 1 << 20)
+            if complete and str(state.current_results()) == _NATIVE_STEPS_EXPECTED:
                 code = 0
         finally:
             os._exit(code)
@@ -235,48 +235,52 @@ def _resident_bytes():
 _abandoned = []
 
 
+def _python_steps(cstate, deadline, max_steps):
+    """`mlb_native_steps.run_steps` in Python, for when the native loop is not checked: steps
+    `cstate` through hyperon's C API directly (`RunnerState.run_step` adds a Python frame and
+    an error check per step) until it completes, the clock (read every
+    `_DEADLINE_CHECK_STEPS` steps) passes `deadline` or `max_steps` ran; returns whether it is
+    complete and the steps run."""
+    step, complete = _hp.runner_state_step, _hp.runner_state_is_complete
+    steps = 0
+    while steps < max_steps:
+        if complete(cstate):
+            return True, steps
+        step(cstate)
+        steps += 1
+        if steps % _DEADLINE_CHECK_STEPS == 0 and time.monotonic() >= deadline:
+            break
+    return complete(cstate), steps
+
+
 def _run_stepwise(metta, program, deadline):
     """Runs `program` step by step until it completes, fails, passes `deadline` or outgrows
     the memory budget; returns (results, error, stop) with stop None, "deadline" or "memory".
     Results are lists of atoms.
 
     The steps run in the engine's native loop (`mlb_native_steps`, when `_check_native_steps`
-    found it right), else in a Python loop that calls hyperon's C API directly
-    (`RunnerState.run_step` adds a Python frame and an error check per step). An error ends
-    the run, so it is read once at the end. The clock is read every `_DEADLINE_CHECK_STEPS`
-    steps, the process's size every `_MEMORY_CHECK_STEPS`; a single step that never returns
+    found it right), else in `_python_steps`; both read the clock every
+    `_DEADLINE_CHECK_STEPS` steps, and the process's size is read every `_MEMORY_CHECK_STEPS`.
+    An error ends the run, so it is read once at the end. A single step that never returns
     meets the supervisor's hard deadline."""
     global _steps_since_memory_check
     state = RunnerState(metta, program)
     cstate = state.cstate
+    run_steps = _native_steps.run_steps if _native_steps_checked else _python_steps
     steps = 0
     stop = None
     try:
-        if _native_steps_checked:
-            run_steps = _native_steps.run_steps
-            while True:
-                complete, ran = run_steps(cstate, deadline, _MEMORY_CHECK_STEPS)
-                steps += ran
-                if complete:
-                    break
-                if time.monotonic() >= deadline:
-                    stop = "deadline"
-                    break
-                if _resident_bytes() > _memory_budget:
-                    stop = "memory"
-                    break
-        else:
-            step, complete = _hp.runner_state_step, _hp.runner_state_is_complete
-            while not complete(cstate):
-                step(cstate)
-                steps += 1
-                if steps % _DEADLINE_CHECK_STEPS == 0:
-                    if time.monotonic() >= deadline:
-                        stop = "deadline"
-                        break
-                    if steps % _MEMORY_CHECK_STEPS == 0 and _resident_bytes() > _memory_budget:
-                        stop = "memory"
-                        break
+        while True:
+            complete, ran = run_steps(cstate, deadline, _MEMORY_CHECK_STEPS)
+            steps += ran
+            if complete:
+                break
+            if time.monotonic() >= deadline:
+                stop = "deadline"
+                break
+            if _resident_bytes() > _memory_budget:
+                stop = "memory"
+                break
     except RuntimeError as err:
         return state.current_results(), str(err), None
     finally:

@@ -85,8 +85,11 @@ fn time_raw_engine(driver: &Bound<'_, PyModule>, runs: usize) -> Result<Timed> {
 }
 
 /// The driver's `_run_stepwise` (the engine's step loop with its deadline and memory checks)
-/// on the same program, in one `MeTTa()`.
+/// on the same program, in one `MeTTa()`, with the loop the engine would use (the native one
+/// once the driver's own check of it passes, as at an engine's start).
 fn time_driver_step_loop(driver: &Bound<'_, PyModule>, runs: usize) -> Result<Timed> {
+    let native = driver.call_method0("_check_native_steps")?;
+    driver.setattr("_native_steps_checked", native)?;
     let metta = fresh_metta(driver)?;
     let run_once = || -> Result<()> {
         let (_, error, stop): (Bound<'_, PyAny>, Option<String>, Option<String>) = driver

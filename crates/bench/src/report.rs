@@ -373,7 +373,7 @@ fn where_the_time_goes(r: &Report) -> Vec<String> {
         "|---|---:|".into(),
         format!("| `metta.run` in-process | {:.3} |", r.raw_engine.p50_ms),
         format!(
-            "| the driver's step loop (`_run_stepwise`) in-process | {:.3} |",
+            "| the driver's step loop (`_run_stepwise`, native once checked, as in the engine) in-process | {:.3} |",
             r.driver_step_loop.p50_ms
         ),
         format!(

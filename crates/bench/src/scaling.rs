@@ -87,7 +87,8 @@ pub(crate) async fn measure(setup: &Setup) -> Result<()> {
     Ok(())
 }
 
-/// One row of the curve: throughput, the jobs' median running time and the clients' latency.
+/// One row of the curve: throughput, sessions rebuilt, the jobs' median running time and the
+/// clients' latency.
 struct Row {
     throughput: f64,
     /// Sessions rebuilt by replay in the timed window (moved between hosts, or evicted).
