@@ -104,10 +104,10 @@ pub struct Config {
     #[arg(long, env = "HOST_LEASE_SECS", default_value_t = 10)]
     pub host_lease_secs: u64,
 
-    /// On PostgreSQL: milliseconds a session's next job is left to the server that ran its
-    /// last job (which has the session live) before another server may take it (and rebuild
-    /// the session by replaying its whole history): longer than a busy server takes to come
-    /// round to a session again.
+    /// On PostgreSQL: milliseconds a session's job may wait in the queue for the server that
+    /// ran the session's last job (which has the session live) before another server may take
+    /// it (and rebuild the session by replaying its whole history): longer than a busy server
+    /// takes to come round to a session again.
     #[arg(long, env = "SESSION_AFFINITY_MS", default_value_t = 5000)]
     pub session_affinity_ms: u64,
 

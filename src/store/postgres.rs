@@ -7,8 +7,9 @@
 //!   lease (`HOST_LEASE_SECS`), and marks the jobs it claims with it;
 //! - a claim takes the oldest queued job whose session has nothing running and nothing older
 //!   queued (so a session's jobs never run on two hosts at once and keep acceptance order),
-//!   leaving a session that another live host ran last to that host for `SESSION_AFFINITY_MS`
-//!   after its last job finished (so the session stays live there instead of being replayed);
+//!   leaving a job of a session that another live host ran last to that host until the job
+//!   has been queued for `SESSION_AFFINITY_MS` (so the session stays live there instead of
+//!   being replayed);
 //! - at start-up a host rescues its own previous life's running jobs, and every beat it
 //!   rescues those of hosts whose beat is older than the lease (re-queued once, failed when
 //!   interrupted twice);

@@ -129,11 +129,29 @@ macro_rules! query_jobs {
     };
 }
 
+/// A pooled connection idle longer than this is pinged before it is used again.
+const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Connects a pool of `max_connections` to `url`.
+///
+/// sqlx pings every connection as it goes back to the pool, and by default again before it
+/// is handed out: a round trip before each statement, in the worker's path between two jobs
+/// and on the database's CPU. A connection used within `PING_WHEN_IDLE_FOR` was checked
+/// when it came back, so only one that sat idle longer (which a server restart or a cut
+/// network may have broken since) is pinged before use.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
     PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_WHEN_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
 }
@@ -234,15 +252,15 @@ pub async fn cancel_job(pool: &PgPool, id: &str, now: &str) -> Result<Option<Job
 ///   and no older queued job, so a session's jobs run one after another in acceptance order
 ///   whichever hosts run them;
 /// - affinity: a session belongs to the host that ran its last job (`sessions.host`, which
-///   has it live in its engine); another host takes its next job only once the session has
-///   waited `affinity_ms` since that job finished (its owner is busy), or when the owner's
-///   lease ran out (it is dead).
+///   has it live in its engine), however long ago; another host takes one of its jobs only
+///   once that job has been queued for the affinity window (`affinity_cutoff` is now minus
+///   the window: its owner is busy), or when the owner's lease ran out (it is dead).
 ///
 /// Claims run one at a time across hosts (a transaction-scoped advisory lock: "no running
 /// job of this session" and the claim must not interleave with another host's claim), and
 /// `FOR UPDATE SKIP LOCKED` passes over rows another transaction holds (a cancel, a finish).
 /// The lock, the claim and the session's new owner are one call of the database function
-/// `claim_next_job` (migrations/0003), one round trip.
+/// `claim_next_job` (migrations/0003, its affinity rule from 0004), one round trip.
 pub async fn claim_next_job(
     pool: &PgPool,
     host: &str,
