@@ -56,6 +56,44 @@ pub(crate) fn measure_in_process(setup: &Setup) -> Result<InProcess> {
     })
 }
 
+/// `--engine-loop MS` (a child of `--scaling`): `definition` once, then `program` in one
+/// `MeTTa()` as often as it runs in `window`, with no service around it. Prints `ready` when
+/// warm, starts when a line arrives on stdin (so every copy loops over the same window), and
+/// prints how many runs it did and in how many seconds.
+pub(crate) fn engine_loop(
+    setup: &Setup,
+    definition: &str,
+    program: &str,
+    answer: &str,
+    window: Duration,
+) -> Result<()> {
+    Python::attach(|py| {
+        let driver = load_driver(py, setup)?;
+        let metta = fresh_metta(&driver)?;
+        metta.call_method1("run", (definition,))?;
+        for _ in 0..3 {
+            let got = metta.call_method1("run", (program,))?.str()?.to_string();
+            ensure!(
+                got == answer,
+                "hyperon ran {program} to {got}, not {answer}"
+            );
+        }
+        println!("ready");
+        let mut go = String::new();
+        std::io::stdin()
+            .read_line(&mut go)
+            .context("no start signal")?;
+        let started = Instant::now();
+        let mut runs = 0usize;
+        while started.elapsed() < window {
+            metta.call_method1("run", (program,))?;
+            runs += 1;
+        }
+        println!("{runs} {}", started.elapsed().as_secs_f64());
+        Ok(())
+    })
+}
+
 /// The service's `driver.py` (which imports hyperon), loaded as the engine child loads it.
 fn load_driver<'py>(py: Python<'py>, setup: &Setup) -> Result<Bound<'py, PyModule>> {
     load_engine_driver(py, &setup.sys_path)

@@ -44,7 +44,7 @@
 //! | `workloads` | MeTTa and Python jobs through the API, alone and under load |
 //! | `service`, `startup`, `rebuild` | the service's measurements, `--quick` |
 //! | `report` | the figures compared, the targets, markdown and JSON |
-//! | `scaling` | `--scaling`: several servers on one PostgreSQL |
+//! | `scaling` | `--scaling`: 1, 2 and 3 servers on one PostgreSQL, taking turns with the engine alone in as many processes (`--engine-loop`, a child of its own) |
 //!
 //! Run from the repository root after `scripts/setup.sh` (`scripts/bench.sh` does both). It
 //! takes about a minute on a 2-core machine. The in-process measurements run before any
@@ -128,10 +128,14 @@ fn run() -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let setup = runtime.block_on(Setup::discover())?;
-    if std::env::args().any(|arg| arg == "--scaling") {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--engine-loop") {
+        return scaling::engine_loop_child(&setup, args.get(at + 1).map(String::as_str));
+    }
+    if args.iter().any(|arg| arg == "--scaling") {
         return runtime.block_on(scaling::measure(&setup));
     }
-    if std::env::args().any(|arg| arg == "--quick") {
+    if args.iter().any(|arg| arg == "--quick") {
         return runtime.block_on(service::quick_check(&setup));
     }
     // Before any server starts, so nothing else competes for the CPU.
