@@ -22,7 +22,7 @@ use crate::api::Api;
 use crate::progress;
 use crate::server::Server;
 use crate::setup::Setup;
-use crate::stats::median;
+use crate::stats::{median, ms, percentile};
 use crate::workloads::job_stamps;
 
 /// Sessions (one client each), and the program with its answer. `!(fib 6)` costs a hot
@@ -45,13 +45,29 @@ const ROUNDS: usize = 5;
 const WINDOW: Duration = Duration::from_secs(5);
 const ENGINE_ALONE_WINDOW: Duration = Duration::from_secs(3);
 
-fn psql(url: &str, sql: &str) -> Result<()> {
-    let status = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .status()
+/// Runs one SQL command with `psql` on `url`; returns what it printed (unaligned, no headers).
+fn psql(url: &str, sql: &str) -> Result<String> {
+    let output = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .output()
         .context("cannot run psql")?;
-    ensure!(status.success(), "psql {sql} failed");
-    Ok(())
+    ensure!(
+        output.status.success(),
+        "psql {sql} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 pub(crate) async fn measure(setup: &Setup) -> Result<()> {
@@ -95,7 +111,7 @@ struct Row {
     replays: f64,
     /// Every counted job's `startedAt` → `finishedAt`, and its latency as the client saw it.
     running_ms: Vec<f64>,
-    latencies: Vec<Duration>,
+    latency_ms: Vec<f64>,
 }
 
 async fn measure_rounds(deployments: &mut [Deployment]) -> Result<Vec<Row>> {
@@ -117,7 +133,7 @@ async fn measure_rounds(deployments: &mut [Deployment]) -> Result<Vec<Row>> {
             row.service.push(window.throughput);
             row.replays += window.replays;
             row.running_ms.extend(window.running_ms);
-            row.latencies.extend(window.latencies);
+            row.latency_ms.extend(window.latency_ms);
         }
     }
     Ok(rows)
@@ -146,14 +162,6 @@ fn render(rows: &[Row], splits: &[String]) -> String {
         let engine_ratios = ratios(&row.engine_alone, &one.engine_alone);
         let service_ratios = ratios(&row.service, &one.service);
         let shares = ratios(&row.service, &row.engine_alone);
-        let mut latencies = row.latencies.clone();
-        latencies.sort();
-        let at = |q: f64| {
-            let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
-            latencies
-                .get(index)
-                .map_or(f64::NAN, |l| l.as_secs_f64() * 1000.0)
-        };
         markdown.push_str(&format!(
             "| {} | {:.1} | {} | {:.1} | {} | {:.0}% | {:.1} | {:.0} | {split} | {:.1} | {:.1} |\n",
             row.processes,
@@ -164,8 +172,8 @@ fn render(rows: &[Row], splits: &[String]) -> String {
             100.0 * median(&shares),
             median(&row.running_ms),
             row.replays,
-            at(0.5),
-            at(0.99),
+            median(&row.latency_ms),
+            percentile(&row.latency_ms, 0.99),
         ));
     }
     markdown
@@ -200,7 +208,7 @@ struct Window {
     throughput: f64,
     replays: f64,
     running_ms: Vec<f64>,
-    latencies: Vec<Duration>,
+    latency_ms: Vec<f64>,
 }
 
 impl Deployment {
@@ -290,24 +298,24 @@ impl Deployment {
                     }
                     let stamps = job_stamps(&answer)
                         .ok_or_else(|| anyhow!("a job has no startedAt/finishedAt: {answer}"))?;
-                    samples.push((sent.elapsed(), stamps.running_ms));
+                    samples.push((ms(sent.elapsed()), stamps.running_ms));
                 }
                 Ok::<_, anyhow::Error>(samples)
             }));
         }
-        let mut latencies = Vec::new();
+        let mut latency_ms = Vec::new();
         let mut running_ms = Vec::new();
         for task in tasks {
             for (latency, running) in task.await.context("client task")?? {
-                latencies.push(latency);
+                latency_ms.push(latency);
                 running_ms.push(running);
             }
         }
         Ok(Window {
-            throughput: latencies.len() as f64 / WINDOW.as_secs_f64(),
+            throughput: latency_ms.len() as f64 / WINDOW.as_secs_f64(),
             replays: replays(&self.apis).await? - replays_before,
             running_ms,
-            latencies,
+            latency_ms,
         })
     }
 
@@ -397,31 +405,14 @@ async fn engine_alone(copies: usize) -> Result<f64> {
 /// How many sessions each process (host) ran the timed jobs of, from the deployment's
 /// database (a session that moved counts on both).
 fn sessions_per_process(url: &str) -> Result<String> {
-    let output = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-c",
-        ])
-        .arg(format!(
+    psql(
+        url,
+        &format!(
             "SELECT string_agg(n::TEXT, ' / ' ORDER BY host) FROM \
              (SELECT host, COUNT(DISTINCT session_id) AS n FROM jobs \
               WHERE code = '{PROGRAM}' GROUP BY host) AS per_host"
-        ))
-        .output()
-        .context("cannot run psql")?;
-    ensure!(
-        output.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        ),
+    )
 }
 
 /// Histories the engines were sent to replay, over all servers (`GET /metrics`).
