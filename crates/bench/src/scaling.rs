@@ -25,7 +25,8 @@ use crate::setup::Setup;
 use crate::stats::{median, ms, percentile};
 use crate::workloads::job_stamps;
 
-/// Sessions (one client each), and the program with its answer. `!(fib 6)` costs a hot
+/// Sessions (one client each, each run with a fresh `codeId` as the site sends), and the
+/// program with its answer. `!(fib 6)` costs a hot
 /// `MeTTa()` 20 ms on this machine on a fast day; each row reports what the jobs' own records
 /// measured (`startedAt` → `finishedAt`), so the claim is checked on every run.
 const CLIENTS: usize = 48;
@@ -259,7 +260,7 @@ impl Deployment {
         for client in 0..CLIENTS {
             let api = self.apis[client % self.apis.len()].clone();
             warm.push(tokio::spawn(async move {
-                let body = json!({"language": "metta", "sessionId": format!("scale-{client}"), "code": DEFINITION});
+                let body = json!({"language": "metta", "sessionId": format!("scale-{client}"), "code": DEFINITION, "codeId": fresh_code_id()});
                 api.post("/api/v1/jobs?wait=30", &body, &[]).await
             }));
         }
@@ -286,7 +287,7 @@ impl Deployment {
                 while started.elapsed() < WINDOW {
                     let api = &apis[job % apis.len()];
                     job += 1;
-                    let body = json!({"language": "metta", "sessionId": format!("scale-{client}"), "code": PROGRAM});
+                    let body = json!({"language": "metta", "sessionId": format!("scale-{client}"), "code": PROGRAM, "codeId": fresh_code_id()});
                     let sent = Instant::now();
                     let (status, answer) = api.post("/api/v1/jobs?wait=30", &body, &[]).await?;
                     ensure!(
@@ -413,6 +414,11 @@ fn sessions_per_process(url: &str) -> Result<String> {
               WHERE code = '{PROGRAM}' GROUP BY host) AS per_host"
         ),
     )
+}
+
+/// A fresh `codeId` per run, as the playground site sends.
+fn fresh_code_id() -> String {
+    format!("scale-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Histories the engines were sent to replay, over all servers (`GET /metrics`).
